@@ -1,0 +1,273 @@
+"""The worker process: one processor, one task at a time, on its own uvloop loop.
+
+Imports nothing of the parent's machinery (coordinator, backends, ray), so a worker
+starts light. The loop thread reads frames and runs tasks in FIFO order; a small
+sampler thread reports CPU and memory on the same channel (also while a sync
+``do_work`` holds the loop) and ends the process as soon as the parent's end of the
+pipe closes, whatever the loop is doing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import inspect
+import multiprocessing
+import os
+import pickle
+import select
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any
+
+import psutil
+import uvloop
+
+from . import _wire
+from ._wire import HEADER, Kind
+from .errors import SerializationError
+from .processor import ProcessorSpec, build_processor
+
+READ_CHUNK = 1 << 20
+PR_SET_PDEATHSIG = 1
+
+# After a task that ran this long, read pending input before starting the next one, so
+# a STOP or CANCEL sent meanwhile takes effect; shorter tasks skip the extra syscall.
+CHECK_INPUT_AFTER_S = 0.001
+
+
+def worker_main(read_conn: Connection, write_conn: Connection, spec: ProcessorSpec, sample_interval_s: float) -> None:
+    """Entry point of a worker process (the target of its ``multiprocessing.Process``)."""
+    rfd, wfd = os.dup(read_conn.fileno()), os.dup(write_conn.fileno())
+    read_conn.close()
+    write_conn.close()
+    _release_forkserver()
+    _die_with_parent()
+    # Ctrl-C reaches the whole process group; shutting down is the parent's decision.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The parent marks workers daemonic so multiprocessing reaps them at exit; a worker
+    # itself may still start processes of its own.
+    multiprocessing.current_process().daemon = False
+    worker = _Worker(rfd, wfd, sample_interval_s)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(worker.serve(spec))
+
+
+def _release_forkserver() -> None:
+    # Every forkserver child inherits the write end of the forkserver's liveness pipe;
+    # holding it would keep the forkserver alive after the coordinator's process dies,
+    # and so keep PR_SET_PDEATHSIG from ever firing.
+    from multiprocessing import forkserver
+
+    server: Any = getattr(forkserver, "_forkserver", None)
+    fd = getattr(server, "_forkserver_alive_fd", None)
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+        server._forkserver_alive_fd = None
+        server._forkserver_pid = None
+        server._forkserver_address = None
+
+
+def _die_with_parent() -> None:
+    """Backstop for the pipe's EOF: ask Linux to SIGKILL us when our parent dies."""
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+class _Worker:
+    """The state of the worker process."""
+
+    def __init__(self, rfd: int, wfd: int, sample_interval_s: float) -> None:
+        self.rfd = rfd
+        self.wfd = wfd
+        self.sample_interval_s = sample_interval_s
+        self.write_lock = threading.Lock()
+        self.reader = _wire.FrameReader()
+        self.queue: deque[tuple[int, bytes]] = deque()
+        self.wakeup: asyncio.Future[None] | None = None
+        self.current: asyncio.Future[Any] | None = None
+        self.current_id = 0
+        self.cancel_requested = 0
+        self.stopping = False
+        self.eof = False
+
+    # -- output ---------------------------------------------------------------------
+
+    def send(self, kind: Kind, task_id: int = 0, number: float = 0.0, payload: bytes = b"") -> None:
+        """Write one frame; thread-safe (the sampler thread writes too)."""
+        header = HEADER.pack(len(payload), kind, task_id, number)
+        with self.write_lock:
+            try:
+                if len(payload) < 65536:
+                    self._write_all(header + payload)
+                else:
+                    self._write_all(header)
+                    self._write_all(payload)
+            except OSError:
+                os._exit(0)  # the parent is gone: nobody to report to
+
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.write(self.wfd, view)
+            view = view[written:]
+
+    # -- main loop ------------------------------------------------------------------
+
+    async def serve(self, spec: ProcessorSpec) -> None:
+        """Build the processor, report READY (or why not), then run tasks until told to stop."""
+        try:
+            do_work, is_async = build_processor(spec)
+        except BaseException as exc:
+            text = "".join(traceback.format_exception(exc))
+            self.send(Kind.START_FAILED, 0, 0.0, pickle.dumps((f"{type(exc).__name__}: {exc}", text)))
+            return
+        self.send(Kind.READY, os.getpid(), 1.0 if is_async else 0.0)
+        threading.Thread(target=self._sample_forever, name="procoord-sampler", daemon=True).start()
+        loop = asyncio.get_running_loop()
+        os.set_blocking(self.rfd, False)
+        loop.add_reader(self.rfd, self._on_readable)
+        await self._run_tasks(do_work, is_async)
+
+    def _on_readable(self) -> None:
+        try:
+            data = os.read(self.rfd, READ_CHUNK)
+        except BlockingIOError:
+            return
+        if not data:
+            self.eof = True
+            asyncio.get_running_loop().remove_reader(self.rfd)
+            self.queue.clear()
+            self._wake()
+            return
+        for kind, task_id, _number, payload in self.reader.feed(data):
+            if kind == Kind.TASK:
+                self.queue.append((task_id, payload))
+            elif kind == Kind.CANCEL:
+                self._cancel(task_id)
+            elif kind == Kind.STOP:
+                self.stopping = True
+                for queued_id, _ in self.queue:
+                    self.send(Kind.RETURNED, queued_id)
+                self.queue.clear()
+        self._wake()
+
+    def _wake(self) -> None:
+        if self.wakeup is not None and not self.wakeup.done():
+            self.wakeup.set_result(None)
+
+    def _cancel(self, task_id: int) -> None:
+        if self.current is not None and self.current_id == task_id:
+            self.cancel_requested = task_id
+            self.current.cancel()
+            return
+        for i, (queued_id, _) in enumerate(self.queue):
+            if queued_id == task_id:
+                del self.queue[i]
+                self.send(Kind.CANCELLED, task_id)
+                return
+        # Already finished: its result is on its way; the parent ignores it.
+
+    async def _run_tasks(self, do_work: Callable[[Any], Any], is_async: bool) -> None:
+        loop = asyncio.get_running_loop()
+        queue = self.queue
+        ran_long = False
+        while True:
+            if not queue:
+                if self.stopping or self.eof:
+                    return
+                self.wakeup = loop.create_future()
+                await self.wakeup
+                self.wakeup = None
+                continue
+            task_id, payload = queue.popleft()
+            if ran_long:
+                # A STOP or CANCEL may have arrived while a long sync task held the
+                # loop: honour it before starting the next task.
+                queue.appendleft((task_id, payload))
+                ran_long = False
+                self._on_readable()
+                continue
+            try:
+                task = pickle.loads(payload)
+            except Exception as exc:
+                self.send(Kind.BAD_TASK, task_id, 0.0, _pack_error(exc, "task"))
+                continue
+            started = time.perf_counter()
+            try:
+                result = do_work(task)
+                if is_async or inspect.isawaitable(result):
+                    self.current = asyncio.ensure_future(result)
+                    self.current_id = task_id
+                    try:
+                        result = await self.current
+                    finally:
+                        self.current = None
+            except asyncio.CancelledError:
+                if self.cancel_requested != task_id:
+                    raise
+                self.send(Kind.CANCELLED, task_id)
+                continue
+            except Exception as exc:
+                self.send(Kind.ERROR, task_id, time.perf_counter() - started, _pack_error(exc, "error"))
+                continue
+            elapsed = time.perf_counter() - started
+            ran_long = elapsed > CHECK_INPUT_AFTER_S
+            try:
+                data = _wire.dumps(result, "result")
+            except SerializationError as exc:
+                self.send(Kind.BAD_RESULT, task_id, elapsed, _pack_error(exc, "result"))
+                continue
+            self.send(Kind.RESULT, task_id, elapsed, data)
+
+    # -- sampler thread -------------------------------------------------------------
+
+    def _sample_forever(self) -> None:
+        me = psutil.Process()
+        me.cpu_percent(None)
+        watcher = select.poll()
+        watcher.register(self.rfd, 0)  # POLLHUP is always reported: the parent closed its end
+        interval_ms = max(1, int(self.sample_interval_s * 1000))
+        while True:
+            if watcher.poll(interval_ms):
+                os._exit(0)
+            try:
+                cpu = me.cpu_percent(None)
+                rss = me.memory_info().rss
+            except psutil.Error:
+                continue
+            self.send(Kind.LOAD, rss, cpu)
+
+
+def _pack_error(exc: BaseException, what: str) -> bytes:
+    """Pickle an exception for the parent: the exception itself when it pickles (as
+    nested bytes, so the parent can try unpickling it alone), its traceback text, and a
+    one-line summary."""
+    text = "".join(traceback.format_exception(exc))
+    try:
+        summary = f"{type(exc).__qualname__}: {exc}"
+    except Exception:
+        summary = type(exc).__qualname__
+    exc_bytes: bytes | None
+    try:
+        exc_bytes = _wire.dumps(exc, what) if what == "error" else None
+    except SerializationError:
+        exc_bytes = None
+    return pickle.dumps((exc_bytes, text, summary))

@@ -1,0 +1,462 @@
+"""The parent-side state of one worker: its queue, its in-flight window, its EWMA and
+counters, and the life of its process (start, crash, restart, stop).
+
+Routing decisions belong to the coordinator (through :class:`SlotOwner`); a slot only
+keeps its own books and talks to its channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import pickle
+import time
+from collections import deque
+from collections.abc import Hashable, Sequence
+from typing import Any, Protocol
+
+from . import _wire, balancer
+from ._wire import HEADER, Kind
+from .backends._base import Backend, Frame, WorkerChannel
+from .errors import (
+    SerializationError,
+    TaskProcessError,
+    TaskTimeoutError,
+    WorkerLostError,
+    WorkerStartError,
+)
+from .prefs import Pref
+from .processor import ProcessorSpec
+from .stats import WorkerState, WorkerStats
+
+logger = logging.getLogger("procoord")
+
+# Upper bound of the in-flight window: past ~64 no-op tasks per round trip the pipe is
+# already saturated, and every task written is one that can no longer be re-routed.
+MAX_WINDOW = 64
+
+# First guess of the channel's round trip (write to result, minus the run time), until
+# measured: about two cross-CPU wake-ups on a typical Linux box.
+INITIAL_ROUND_TRIP_S = 100e-6
+
+# Restart back-off: the first restart is immediate, then 0.1 s, 0.2 s, ... up to 5 s,
+# so a crash loop does not burn a core while a transient failure recovers fast.
+BACKOFF_BASE_S = 0.1
+BACKOFF_MAX_S = 5.0
+
+
+class Task:
+    """The coordinator's record of one task."""
+
+    __slots__ = ("future", "id", "payload", "prefs", "slot", "started_at", "timeout", "written_at")
+
+    def __init__(
+        self, task_id: int, payload: bytes, prefs: Pref, future: asyncio.Future[Any], timeout: float | None
+    ) -> None:
+        self.id = task_id
+        self.payload = payload
+        self.prefs = prefs
+        self.future = future
+        self.timeout = timeout
+        self.slot: WorkerSlot | None = None
+        self.written_at = 0.0
+        self.started_at = 0.0
+
+
+class SlotOwner(Protocol):
+    """What a slot needs from its coordinator."""
+
+    def task_finished(self, task: Task, result: Any = None, error: BaseException | None = None) -> None: ...
+    def reroute(self, tasks: Sequence[Task], lost: WorkerSlot) -> None: ...
+    def pump(self) -> None: ...
+    def slot_failed(self, slot: WorkerSlot) -> None: ...
+
+
+class WorkerSlot:
+    """One worker as the coordinator sees it."""
+
+    def __init__(
+        self,
+        owner: SlotOwner,
+        ident: Hashable,
+        spec: ProcessorSpec,
+        backend: Backend,
+        *,
+        restart: bool,
+        restart_limit: int,
+        restart_window_s: float,
+    ) -> None:
+        self.owner = owner
+        self.ident = ident
+        self.spec = spec
+        self.backend = backend
+        self.restart_enabled = restart
+        self.restart_limit = restart_limit
+        self.restart_window_s = restart_window_s
+        self.channel: WorkerChannel | None = None
+        self.state: WorkerState | str = "starting"
+        self.queue: deque[Task] = deque()
+        self.inflight: dict[int, Task] = {}
+        self.ewma_s: float | None = None
+        self.round_trip_s = INITIAL_ROUND_TRIP_S
+        self.depth = balancer.window_depth(None, INITIAL_ROUND_TRIP_S, MAX_WINDOW)
+        self.completed = 0
+        self.failed = 0
+        self.restarts = 0
+        self.crash_times: deque[float] = deque()
+        self.last_given = 0
+        self.cpu_percent = 0.0
+        self.rss_bytes = 0
+        self.ready_at = 0.0
+        self.pid: int | None = None
+        self._out: list[bytes] = []
+        self._head: Task | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timed_out: Task | None = None
+        self._restart_task: asyncio.Task[None] | None = None
+        self._stopped: asyncio.Future[None] | None = None
+
+    # -- life cycle -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the process; raise WorkerStartError if it cannot."""
+        channel = await self.backend.start(self.ident, self.spec, self)
+        self._attach(channel)
+        logger.info("worker %r started (pid %s)", self.ident, self.pid)
+
+    def _attach(self, channel: WorkerChannel) -> None:
+        self.channel = channel
+        self.pid = channel.pid
+        self.state = "ready"
+        self.ready_at = time.monotonic()
+        self.cpu_percent = 0.0
+
+    @property
+    def routable(self) -> bool:
+        """Whether new tasks may be bound to this worker (now or after its restart)."""
+        return self.state in ("ready", "starting", "restarting")
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready"
+
+    @property
+    def has_room(self) -> bool:
+        return self.state == "ready" and len(self.inflight) < self.depth
+
+    @property
+    def queue_len(self) -> int:
+        return len(self.queue) + len(self.inflight)
+
+    @property
+    def is_async(self) -> bool:
+        return self.channel is not None and self.channel.is_async
+
+    def begin_stop(self) -> None:
+        """Ask the worker to stop: it finishes its running task and hands back the
+        tasks queued in it (see ``stop``)."""
+        if self._restart_task is not None:
+            self._restart_task.cancel()
+            self._restart_task = None
+        if self.state in ("stopped", "failed") or self.channel is None:
+            self.state = "stopped" if self.state != "failed" else "failed"
+            return
+        if self._stopped is None:
+            self._stopped = asyncio.get_running_loop().create_future()
+            self.state = "stopping"
+            self.channel.send([_wire.frame(Kind.STOP)])
+
+    async def stop(self) -> None:
+        """Let the running task finish, hand back what was queued in the worker, and
+        wait for the process to exit."""
+        self.begin_stop()
+        if self._stopped is not None:
+            await asyncio.shield(self._stopped)
+
+    def kill(self) -> None:
+        """End the process now (used when a stop takes too long)."""
+        if self.channel is not None:
+            self.channel.kill()
+
+    def terminate_sync(self, grace_s: float) -> None:
+        if self.channel is not None:
+            self.channel.terminate_sync(grace_s)
+
+    # -- sending --------------------------------------------------------------------
+
+    def bind(self, task: Task, seq: int) -> None:
+        """Give a task to this worker's queue (it is written when there is room)."""
+        task.slot = self
+        self.last_given = seq
+        self.queue.append(task)
+
+    def write(self, task: Task, seq: int) -> None:
+        """Write a task to the worker now (the caller checked ``has_room``)."""
+        task.slot = self
+        self.last_given = seq
+        self._write(task)
+
+    def _write(self, task: Task) -> None:
+        task.written_at = time.perf_counter()
+        # Written to an idle worker, it starts as it arrives; otherwise when the task
+        # ahead of it finishes (see _update_head).
+        task.started_at = task.written_at if not self.inflight else 0.0
+        self.inflight[task.id] = task
+        self._out.append(HEADER.pack(len(task.payload), Kind.TASK, task.id, 0.0))
+        self._out.append(task.payload)
+
+    def fill_from_queue(self) -> None:
+        queue = self.queue
+        while queue and len(self.inflight) < self.depth:
+            self._write(queue.popleft())
+
+    def flush(self) -> None:
+        if self._out:
+            out, self._out = self._out, []
+            if self.channel is not None:
+                self.channel.send(out)
+            self._update_head()
+
+    def send_cancel(self, task: Task) -> None:
+        if self.channel is not None:
+            self.channel.send([_wire.frame(Kind.CANCEL, task.id)])
+
+    def is_running(self, task: Task) -> bool:
+        """Whether the task is (as far as the parent can tell) the one running now."""
+        return self._head is task
+
+    # -- the head of the window is the running task: its timeout ------------------
+
+    def _update_head(self) -> None:
+        head = next(iter(self.inflight.values()), None)
+        if head is self._head:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._head = head
+        if head is not None:
+            if not head.started_at:
+                head.started_at = time.perf_counter()
+            if head.timeout is not None:
+                self._timer = asyncio.get_running_loop().call_later(head.timeout, self._on_timeout, head)
+
+    def _on_timeout(self, task: Task) -> None:
+        self._timer = None
+        if self.inflight.get(task.id) is not task or self.channel is None:
+            return
+        del self.inflight[task.id]
+        self._head = None
+        self.failed += 1
+        self._timed_out = task
+        logger.warning(
+            "worker %r (pid %s): task %d timed out after %g s; restarting", self.ident, self.pid, task.id, task.timeout
+        )
+        self.owner.task_finished(task, error=TaskTimeoutError(self.ident, task.timeout or 0.0))
+        self.channel.kill()
+
+    # -- receiving (ChannelHandler) ------------------------------------------------
+
+    def frames_received(self, frames: Sequence[Frame]) -> None:
+        owner = self.owner
+        inflight = self.inflight
+        returned: list[Task] = []
+        for kind, task_id, number, payload in frames:
+            if kind == Kind.LOAD:
+                self.cpu_percent = number
+                self.rss_bytes = task_id
+                continue
+            task = inflight.pop(task_id, None)
+            if task is None:
+                continue  # finished already (timed out)
+            if kind == Kind.RESULT:
+                self._measured(task, number)
+                try:
+                    value = pickle.loads(payload)
+                except Exception as exc:
+                    self.failed += 1
+                    owner.task_finished(
+                        task,
+                        error=_chain(
+                            SerializationError(
+                                "result", f"cannot unpickle it in the parent: {type(exc).__name__}: {exc}"
+                            ),
+                            exc,
+                        ),
+                    )
+                    continue
+                self.completed += 1
+                owner.task_finished(task, result=(value, self.ident))
+            elif kind == Kind.ERROR:
+                self._measured(task, number)
+                self.failed += 1
+                owner.task_finished(task, error=self._task_error(payload))
+            elif kind == Kind.BAD_TASK or kind == Kind.BAD_RESULT:
+                self.failed += 1
+                _exc, text, summary = pickle.loads(payload)
+                stage = "task" if kind == Kind.BAD_TASK else "result"
+                where = "unpickle it in the worker" if stage == "task" else "pickle it in the worker"
+                error = SerializationError(stage, f"cannot {where}: {summary}")
+                error.remote_traceback = text  # type: ignore[attr-defined]
+                owner.task_finished(task, error=error)
+            elif kind == Kind.CANCELLED:
+                owner.task_finished(task)
+            elif kind == Kind.RETURNED:
+                returned.append(task)
+        if returned:
+            owner.reroute(returned, self)
+        self._update_head()
+        owner.pump()
+
+    def _measured(self, task: Task, run_s: float) -> None:
+        self.ewma_s = balancer.update_ewma(self.ewma_s, run_s)
+        if task.started_at == task.written_at:  # written to an idle worker
+            trip = time.perf_counter() - task.written_at - run_s
+            if trip > 0:
+                self.round_trip_s = balancer.update_ewma(self.round_trip_s, trip)
+        self.depth = balancer.window_depth(self.ewma_s, self.round_trip_s, MAX_WINDOW)
+
+    def _task_error(self, payload: bytes) -> TaskProcessError:
+        exc_bytes, text, summary = pickle.loads(payload)
+        error = TaskProcessError(self.ident, text, summary)
+        if exc_bytes is not None:
+            try:
+                error.__cause__ = pickle.loads(exc_bytes)
+            except Exception:  # the exception type cannot be rebuilt here: keep the text
+                pass
+        return error
+
+    def channel_lost(self, exitcode: int | None) -> None:
+        channel_pid = self.pid
+        self.channel = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._head = None
+        inflight = list(self.inflight.values())
+        self.inflight.clear()
+        if self.state == "stopping":
+            # A clean stop: nothing should be in flight; anything that is lost its worker.
+            for task in inflight:
+                self.failed += 1
+                self.owner.task_finished(
+                    task, error=WorkerLostError(self.ident, channel_pid, exitcode, "while stopping")
+                )
+            self.state = "stopped"
+            logger.info("worker %r (pid %s) stopped", self.ident, channel_pid)
+            if self._stopped is not None and not self._stopped.done():
+                self._stopped.set_result(None)
+            return
+        timed_out, self._timed_out = self._timed_out, None
+        if timed_out is None and inflight:
+            running = inflight.pop(0)
+            self.failed += 1
+            self.owner.task_finished(
+                running, error=WorkerLostError(self.ident, channel_pid, exitcode, "the task running on it was lost")
+            )
+            logger.warning(
+                "worker %r (pid %s) died %s while running task %d",
+                self.ident,
+                channel_pid,
+                _exit_words(exitcode),
+                running.id,
+            )
+        elif timed_out is None:
+            logger.warning("worker %r (pid %s) died %s while idle", self.ident, channel_pid, _exit_words(exitcode))
+        # Tasks written but not started, and Any/Preferred tasks bound here, go elsewhere;
+        # Required ones wait for the restart.
+        movable = inflight + [t for t in self.queue if not _is_required(t)]
+        self.queue = deque(t for t in self.queue if _is_required(t))
+        if timed_out is None:
+            self.crash_times.append(time.monotonic())
+        self._after_loss(exitcode)
+        if movable:
+            self.owner.reroute(movable, self)
+        self.owner.pump()
+
+    def _after_loss(self, exitcode: int | None) -> None:
+        now = time.monotonic()
+        while self.crash_times and now - self.crash_times[0] > self.restart_window_s:
+            self.crash_times.popleft()
+        if not self.restart_enabled or len(self.crash_times) > self.restart_limit:
+            self.state = "failed"
+            reason = (
+                "restart=False"
+                if not self.restart_enabled
+                else (f"{len(self.crash_times)} crashes within {self.restart_window_s:g} s")
+            )
+            logger.warning("worker %r failed (%s); no more restarts", self.ident, reason)
+            self.owner.slot_failed(self)
+            return
+        self.state = "restarting"
+        delay = (
+            0.0 if len(self.crash_times) <= 1 else min(BACKOFF_BASE_S * 2 ** (len(self.crash_times) - 2), BACKOFF_MAX_S)
+        )
+        self._restart_task = asyncio.get_running_loop().create_task(self._restart(delay))
+
+    async def _restart(self, delay: float) -> None:
+        if delay:
+            await asyncio.sleep(delay)
+        try:
+            channel = await self.backend.start(self.ident, self.spec, self)
+        except WorkerStartError as exc:
+            logger.warning("worker %r could not restart: %s", self.ident, exc.reason)
+            self._restart_task = None
+            self.crash_times.append(time.monotonic())
+            self._after_loss(None)
+            return
+        self._restart_task = None
+        if self.state != "restarting":  # stopped meanwhile
+            channel.kill()
+            return
+        self.restarts += 1
+        self._attach(channel)
+        logger.info("worker %r restarted (pid %s, restart %d)", self.ident, self.pid, self.restarts)
+        self.owner.pump()
+
+    # -- stats ----------------------------------------------------------------------
+
+    def snapshot(self) -> WorkerStats:
+        state: Any = self.state
+        if state == "ready" or state == "stopping":
+            state = "busy" if self.inflight else "idle"
+        alive = self.state in ("ready", "stopping")
+        return WorkerStats(
+            ident=self.ident,
+            pid=self.pid,
+            state=state,
+            queue_len=self.queue_len,
+            in_flight=len(self.inflight),
+            completed=self.completed,
+            failed=self.failed,
+            ewma_ms=None if self.ewma_s is None else self.ewma_s * 1000.0,
+            cpu_percent=self.cpu_percent if alive else 0.0,
+            rss_bytes=self.rss_bytes if alive else 0,
+            uptime_s=time.monotonic() - self.ready_at if alive else 0.0,
+            restarts=self.restarts,
+            factory=self.spec.factory,
+            backend=self.backend.name,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"<WorkerSlot {self.ident!r} {self.state} pid={self.pid} "
+            f"queue={len(self.queue)} inflight={len(self.inflight)}>"
+        )
+
+
+def _is_required(task: Task) -> bool:
+    from .prefs import Required
+
+    return isinstance(task.prefs, Required)
+
+
+def _chain(error: BaseException, cause: BaseException) -> BaseException:
+    error.__cause__ = cause
+    return error
+
+
+def _exit_words(exitcode: int | None) -> str:
+    from .errors import describe_exit
+
+    return describe_exit(exitcode)

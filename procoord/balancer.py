@@ -1,0 +1,122 @@
+"""Routing arithmetic: scores, EWMA, and which worker takes the next task.
+
+Pure functions over plain numbers (no I/O, no clock), so every rule is unit-tested alone.
+Times are float seconds: integer milliseconds collapse to 0 for sub-millisecond tasks,
+after which every ``Any`` task would go to the same worker.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = (
+    "ALPHA",
+    "DEFAULT_STANDIN_S",
+    "Candidate",
+    "pick_best",
+    "pick_for_pull",
+    "preferred_fits",
+    "routing_times",
+    "update_ewma",
+    "window_depth",
+)
+
+# Weight of the newest run time in the EWMA, as in the original design: reacts within a
+# few tasks to a worker slowing down, at the cost of some noise.
+ALPHA = 0.5
+
+# The stand-in task time when no worker has measured one yet.
+DEFAULT_STANDIN_S = 0.001
+
+
+@dataclass(slots=True)
+class Candidate:
+    """What the balancer knows of one worker."""
+
+    queue_len: int
+    """Tasks bound to the worker and not finished, the running one included."""
+    ewma_s: float | None
+    """Measured EWMA of task run times, or None before the first measurement."""
+    has_room: bool = True
+    """Whether the worker can take another task into its in-flight window now."""
+    last_given: int = 0
+    """Sequence number of the last time it was given a task (lower = longer ago)."""
+
+
+def update_ewma(previous: float | None, sample_s: float, alpha: float = ALPHA) -> float:
+    """Fold one measured run time into an EWMA; the first sample seeds it."""
+    if previous is None:
+        return sample_s
+    return alpha * sample_s + (1.0 - alpha) * previous
+
+
+def routing_times(ewmas: Sequence[float | None], floor_s: float) -> list[float]:
+    """Per-worker task times used for routing.
+
+    A worker without a measurement counts as the mean of those that have one
+    (``DEFAULT_STANDIN_S`` when none has); every time is raised to ``floor_s``.
+    """
+    measured = [e for e in ewmas if e is not None]
+    standin = sum(measured) / len(measured) if measured else DEFAULT_STANDIN_S
+    return [max(standin if e is None else e, floor_s) for e in ewmas]
+
+
+def _score(c: Candidate, t: float) -> float:
+    return (c.queue_len + 1) * t
+
+
+def pick_best(cands: Sequence[Candidate], times: Sequence[float], only_with_room: bool = False) -> int | None:
+    """Index of the lowest score ``(queue_len + 1) * time``; ties go to the worker given
+    a task least recently. None when there is no eligible worker."""
+    best: int | None = None
+    best_key = (math.inf, 0)
+    for i, c in enumerate(cands):
+        if only_with_room and not c.has_room:
+            continue
+        key = (_score(c, times[i]), c.last_given)
+        if best is None or key < best_key:
+            best, best_key = i, key
+    return best
+
+
+def pick_for_pull(cands: Sequence[Candidate], times: Sequence[float], pending: int) -> int | None:
+    """Which worker takes the oldest unbound ``Any`` task now, or None to hold it.
+
+    Tasks bind late, when a worker has room in its window. The best-scoring worker takes
+    the task when it has room. Otherwise the best worker *with* room takes it only when
+    it would finish it before the whole backlog is expected to drain on all workers
+    (``(pending + sum(queue_len)) / sum(1 / time)``): during a long run every worker stays
+    busy, while at the tail a slow worker does not grab the last tasks and stretch the
+    makespan.
+    """
+    best = pick_best(cands, times)
+    if best is None or cands[best].has_room:
+        return best
+    taker = pick_best(cands, times, only_with_room=True)
+    if taker is None:
+        return None
+    total_rate = sum(1.0 / t for t in times)
+    drain_s = (pending + sum(c.queue_len for c in cands)) / total_rate
+    if _score(cands[taker], times[taker]) <= drain_s:
+        return taker
+    return None
+
+
+def preferred_fits(queue_len: int, queue_threshold: int) -> bool:
+    """Whether ``Preferred(ident)`` may use that worker rather than fall back to Any."""
+    return queue_len < queue_threshold
+
+
+def window_depth(ewma_s: float | None, round_trip_s: float, max_depth: int) -> int:
+    """How many tasks to keep written to one worker's pipe.
+
+    Enough to cover one round trip of the channel (``1 + round_trip / ewma``) so tiny
+    tasks stream, but 2 for long tasks: the next one is ready in the worker while the
+    rest stays in the parent, where it can still be re-routed or cancelled.
+    """
+    if ewma_s is None:
+        return 2
+    depth = 1 + math.ceil(round_trip_s / max(ewma_s, 1e-7))
+    return max(2, min(depth, max_depth))

@@ -1,0 +1,534 @@
+"""The Coordinator: workers, queues, routing and life cycle.
+
+The path of one task::
+
+    run(task, prefs)
+      -> pickle the task once (fails here, before anything is queued)
+      -> Required / Preferred-with-room: bound to that worker's queue
+         Any (and Preferred over its threshold): the shared queue, bound late
+      -> pump(): each worker with room in its in-flight window takes from its own
+         queue, then from the shared queue as the balancer decides; one write per
+         worker per pump
+    worker process: unpickle, do_work, one at a time, FIFO; RESULT / ERROR frame
+      -> WorkerSlot.frames_received: EWMA and counters, resolve the future, pump()
+    await handle -> (result, worker_ident)
+
+Everything here runs on the caller's event loop; process and pipe details live behind
+the backend interface (``procoord.backends``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import weakref
+from collections import deque
+from collections.abc import Callable, Hashable, Sequence
+from types import TracebackType
+from typing import Any, final
+
+from . import _wire, balancer
+from ._slot import Task, WorkerSlot
+from .backends._base import Backend
+from .backends.local import LocalBackend
+from .errors import (
+    CoordinatorClosedError,
+    NoSuchWorkerError,
+    NoWorkersError,
+    WorkerLostError,
+    WorkerStartError,
+)
+from .handle import JoinHandle
+from .prefs import ANY, Pref, Preferred, Required, _Any
+from .processor import Factory, make_spec
+from .stats import WorkerStats
+
+__all__ = ("Coordinator",)
+
+logger = logging.getLogger("procoord")
+
+# How long close() waits for a worker to exit after its last task before killing it.
+STOP_GRACE_S = 10.0
+
+# Default restart policy: more than this many crashes of one worker within the window
+# marks it failed instead of restarting it again.
+DEFAULT_RESTART_LIMIT = 5
+DEFAULT_RESTART_WINDOW_S = 60.0
+
+_PREF_TYPES = (_Any, Preferred, Required)
+
+
+@final
+class Coordinator:
+    """Load-balances tasks over stateful workers, one OS process each.
+
+    Use it as an async context manager (``async with Coordinator() as coord``), or call
+    :meth:`close` yourself. A coordinator left open is stopped when it is garbage
+    collected or at interpreter exit: its worker processes never outlive it.
+
+    Args:
+        queue_threshold: ``Preferred(ident)`` uses that worker while fewer than this
+            many tasks are queued to it.
+        backend: where workers run by default (``LocalBackend()`` when None).
+        ewma_floor: task times below this (seconds) count as this for routing.
+        max_pending: when set, ``run`` waits while this many tasks are unfinished.
+        task_timeout: default per-task timeout in seconds (None: no timeout).
+        restart_limit: a worker that crashes more than this many times within
+            ``restart_window`` seconds is marked failed instead of restarted.
+        restart_window: see ``restart_limit``.
+    """
+
+    def __init__(
+        self,
+        queue_threshold: int = 3,
+        *,
+        backend: Backend | None = None,
+        ewma_floor: float = 0.001,
+        max_pending: int | None = None,
+        task_timeout: float | None = None,
+        restart_limit: int = DEFAULT_RESTART_LIMIT,
+        restart_window: float = DEFAULT_RESTART_WINDOW_S,
+    ) -> None:
+        if not isinstance(queue_threshold, int) or queue_threshold < 1:
+            raise ValueError(f"queue_threshold must be an int >= 1, not {queue_threshold!r}")
+        if ewma_floor < 0:
+            raise ValueError("ewma_floor must be >= 0")
+        if max_pending is not None and max_pending < 1:
+            raise ValueError("max_pending must be >= 1 (or None for no limit)")
+        _check_timeout(task_timeout)
+        if restart_limit < 0 or restart_window <= 0:
+            raise ValueError("restart_limit must be >= 0 and restart_window > 0")
+        self.queue_threshold = queue_threshold
+        self.backend: Backend = backend if backend is not None else LocalBackend()
+        self.ewma_floor = ewma_floor
+        self.max_pending = max_pending
+        self.task_timeout = task_timeout
+        self.restart_limit = restart_limit
+        self.restart_window = restart_window
+        self._slots: dict[Hashable, WorkerSlot] = {}
+        self._retiring: set[WorkerSlot] = set()
+        self._factories: dict[str, Factory] = {}
+        self._any_queue: deque[Task] = deque()
+        self._ids = itertools.count(1)
+        self._given = itertools.count(1)
+        self._unfinished = 0
+        self._space_waiters: deque[asyncio.Future[None]] = deque()
+        self._drained: asyncio.Future[None] | None = None
+        self._closing = False
+        self._cancel_pending = False
+        self._closed: asyncio.Future[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # Whatever happens to this object, its processes go with it.
+        self._finalizer = weakref.finalize(self, _terminate_all, self._slots, self._retiring)
+
+    # -- context manager ------------------------------------------------------------
+
+    async def __aenter__(self) -> Coordinator:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        # On an error, do not make the caller wait for queued work it will never use.
+        await self.close(cancel_pending=exc_type is not None)
+
+    # -- workers --------------------------------------------------------------------
+
+    def register(self, name: str, factory: Callable[..., Any], /, *args: Any, **kwargs: Any) -> None:
+        """Register a processor factory under ``name``, with arguments bound to it.
+
+        ``add_worker(ident, name)`` then calls ``factory(*args, **kwargs)`` inside the
+        worker process, so the processor may hold things that cannot be pickled.
+        Registering a name again replaces the factory for workers added afterwards.
+        """
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"a factory name must be a non-empty str, not {name!r}")
+        if not callable(factory):
+            raise TypeError(f"factory {name!r} must be callable, not {type(factory).__qualname__}")
+        self._factories[name] = Factory(name, factory, args, kwargs)
+
+    async def add_worker(
+        self, ident: Hashable, processor: object, *, restart: bool = True, backend: Backend | None = None
+    ) -> bool:
+        """Start a worker process running ``processor`` and return once it can take tasks.
+
+        ``processor`` is a :class:`~procoord.TaskProcessor` instance, a callable taking
+        one task (sync or async), or the name of a registered factory. Returns True when
+        it replaced a worker with the same ident (which is retired as ``remove_worker``
+        retires it). With ``restart=False`` a crashed worker is marked failed instead
+        of restarted.
+
+        Raises:
+            WorkerStartError: the worker could not start (unknown factory name, the
+                processor raised while being built, the process died).
+            SerializationError: the processor cannot be pickled.
+            CoordinatorClosedError: after ``close``.
+        """
+        self._check_open()
+        hash(ident)  # an unhashable ident fails here, with Python's own TypeError
+        try:
+            spec = make_spec(processor, self._factories)
+        except KeyError:
+            known = ", ".join(repr(n) for n in sorted(self._factories)) or "none"
+            raise WorkerStartError(
+                ident, f"no factory named {processor!r} is registered (registered: {known}); use register() first"
+            ) from None
+        slot = WorkerSlot(
+            self,
+            ident,
+            spec,
+            backend if backend is not None else self.backend,
+            restart=restart,
+            restart_limit=self.restart_limit,
+            restart_window_s=self.restart_window,
+        )
+        self._retiring.add(slot)  # covered by the finalizer while it starts
+        try:
+            await slot.start()
+        finally:
+            self._retiring.discard(slot)
+        if self._closing:
+            slot.kill()
+            raise CoordinatorClosedError("the coordinator was closed while the worker was starting")
+        old = self._slots.get(ident)
+        self._slots[ident] = slot
+        if old is not None:
+            slot.queue.extend(old.queue)  # tasks bound to this ident stay with it
+            for task in old.queue:
+                task.slot = slot
+            old.queue.clear()
+            self._retire_in_background(old)
+        self.pump()
+        return old is not None
+
+    async def remove_worker(self, ident: Hashable) -> bool:
+        """Retire a worker: it finishes its running task, its queued tasks go to other
+        workers (Any / Preferred) or fail with NoSuchWorkerError (Required), and its
+        process exits before this returns. False for an unknown ident."""
+        slot = self._slots.pop(ident, None)
+        if slot is None:
+            return False
+        await self._retire(slot)
+        return True
+
+    async def _retire(self, slot: WorkerSlot) -> None:
+        self._retiring.add(slot)
+        queued = list(slot.queue)
+        slot.queue.clear()
+        try:
+            if queued:
+                self.reroute(queued, slot)
+            self._fail_unroutable()
+            self.pump()
+            await self._stop_slot(slot)
+        finally:
+            self._retiring.discard(slot)
+
+    def _retire_in_background(self, slot: WorkerSlot) -> None:
+        task = asyncio.get_running_loop().create_task(self._retire(slot))
+        task.add_done_callback(_log_failure)
+
+    async def _stop_slot(self, slot: WorkerSlot) -> None:
+        try:
+            await asyncio.wait_for(slot.stop(), STOP_GRACE_S if self._closing else None)
+        except TimeoutError:
+            logger.warning("worker %r did not stop within %g s; killing it", slot.ident, STOP_GRACE_S)
+            slot.kill()
+            await slot.stop()
+
+    def workers(self) -> list[Hashable]:
+        """The idents of the current workers, in the order they were added."""
+        return list(self._slots)
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def __contains__(self, ident: object) -> bool:
+        return ident in self._slots
+
+    # -- tasks ----------------------------------------------------------------------
+
+    async def run(
+        self, task: Any, prefs: Pref = ANY, *, timeout: float | None = None
+    ) -> JoinHandle[tuple[Any, Hashable]]:
+        """Queue a task and return its :class:`JoinHandle` at once.
+
+        It waits only while ``max_pending`` tasks are unfinished, when that is set.
+        ``timeout`` (seconds, from when the task starts running) overrides the
+        coordinator's ``task_timeout``.
+
+        Raises, without queuing anything:
+            SerializationError: the task cannot be pickled.
+            NoSuchWorkerError: ``Required`` names an unknown worker.
+            NoWorkersError: there is no worker.
+            CoordinatorClosedError: after ``close``.
+        """
+        self._check_open()
+        if self.max_pending is not None and self._unfinished >= self.max_pending:
+            await self._wait_for_space()
+        return self.run_nowait(task, prefs, timeout=timeout)
+
+    def run_nowait(
+        self, task: Any, prefs: Pref = ANY, *, timeout: float | None = None
+    ) -> JoinHandle[tuple[Any, Hashable]]:
+        """Like :meth:`run`, without waiting for ``max_pending``; must be called on the
+        coordinator's event loop."""
+        self._check_open()
+        if type(prefs) not in _PREF_TYPES:
+            raise TypeError(
+                f"prefs must be TaskPrefs.Any, TaskPrefs.Preferred(...) or TaskPrefs.Required(...), not {prefs!r}"
+            )
+        slot: WorkerSlot | None = None
+        if type(prefs) is Required:
+            slot = self._slots.get(prefs.ident)
+            if slot is None:
+                raise NoSuchWorkerError(prefs.ident, "TaskPrefs.Required names no current worker")
+        elif not self._slots:
+            raise NoWorkersError()
+        elif type(prefs) is Preferred:
+            preferred = self._slots.get(prefs.ident)
+            if (
+                preferred is not None
+                and preferred.routable
+                and balancer.preferred_fits(preferred.queue_len, self.queue_threshold)
+            ):
+                slot = preferred
+        if timeout is None:
+            timeout = self.task_timeout
+        else:
+            _check_timeout(timeout)
+        payload = _wire.dumps(task, "task")
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        record = Task(next(self._ids), payload, prefs, loop.create_future(), timeout)
+        self._unfinished += 1
+        if slot is not None:
+            if not slot.routable:
+                self._unfinished -= 1
+                raise WorkerLostError(slot.ident, slot.pid, None, "the worker has failed and is not restarted")
+            slot.bind(record, next(self._given))
+        elif not any(s.routable for s in self._slots.values()):
+            self._unfinished -= 1
+            raise NoWorkersError("every worker has failed; add a worker")
+        else:
+            self._any_queue.append(record)
+        self.pump()
+        return JoinHandle(record.id, record.future, lambda: self._cancel(record))
+
+    async def call(self, task: Any, prefs: Pref = ANY, *, timeout: float | None = None) -> tuple[Any, Hashable]:
+        """``run`` the task and wait for it: ``(result, worker_ident)``."""
+        handle = await self.run(task, prefs, timeout=timeout)
+        return await handle.join()
+
+    async def _wait_for_space(self) -> None:
+        assert self.max_pending is not None
+        while self._unfinished >= self.max_pending:
+            self._check_open()
+            waiter = asyncio.get_running_loop().create_future()
+            self._space_waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if not waiter.done():
+                    waiter.cancel()
+
+    def _cancel(self, task: Task) -> bool:
+        if task.future.done():
+            return False
+        slot = task.slot
+        if slot is None:
+            try:
+                self._any_queue.remove(task)
+            except ValueError:
+                return False
+        elif task.id in slot.inflight:
+            if slot.is_running(task) and not slot.is_async:
+                return False  # a sync do_work cannot be interrupted
+            slot.send_cancel(task)
+            task.future.cancel()
+            return True  # it leaves the books when the worker confirms
+        else:
+            try:
+                slot.queue.remove(task)
+            except ValueError:
+                return False
+        task.future.cancel()
+        self._task_left()
+        return True
+
+    # -- SlotOwner --------------------------------------------------------------------
+
+    def task_finished(self, task: Task, result: Any = None, error: BaseException | None = None) -> None:
+        """A task left the system: resolve its future (unless cancelled) and count it."""
+        future = task.future
+        if not future.done():
+            if error is not None:
+                future.set_exception(error)
+                future.exception()  # a handle dropped unjoined must not log "never retrieved"
+            elif result is not None:
+                future.set_result(result)
+            else:
+                future.cancel()
+        self._task_left()
+
+    def _task_left(self) -> None:
+        self._unfinished -= 1
+        waiters = self._space_waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                break
+        if self._unfinished == 0 and self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+
+    def reroute(self, tasks: Sequence[Task], lost: WorkerSlot) -> None:
+        """Tasks that never started on ``lost`` go back to be routed again, in order."""
+        for task in reversed(tasks):
+            task.slot = None
+            if self._closing and self._cancel_pending:
+                self.task_finished(
+                    task, error=CoordinatorClosedError("the coordinator was closed with cancel_pending=True")
+                )
+            elif type(task.prefs) is Required:
+                slot = self._slots.get(task.prefs.ident)
+                if slot is not None and slot.routable:
+                    task.slot = slot
+                    slot.queue.appendleft(task)
+                else:
+                    self.task_finished(task, error=NoSuchWorkerError(task.prefs.ident, "the worker was removed"))
+            else:
+                self._any_queue.appendleft(task)
+        self._fail_unroutable()
+
+    def slot_failed(self, slot: WorkerSlot) -> None:
+        """A worker will not be restarted: fail what only it could run."""
+        queued = list(slot.queue)
+        slot.queue.clear()
+        for task in queued:
+            if type(task.prefs) is Required:
+                self.task_finished(
+                    task, error=WorkerLostError(slot.ident, slot.pid, None, "the worker failed and is not restarted")
+                )
+            else:
+                task.slot = None
+                self._any_queue.append(task)
+        self._fail_unroutable()
+
+    def _fail_unroutable(self) -> None:
+        if not self._any_queue or any(s.routable for s in self._slots.values()):
+            return
+        queued = list(self._any_queue)
+        self._any_queue.clear()
+        for task in queued:
+            self.task_finished(task, error=NoWorkersError("no worker left to run the task: all were removed or failed"))
+
+    def pump(self) -> None:
+        """Fill every ready worker's in-flight window: first from its own queue, then
+        from the shared queue as the balancer decides."""
+        slots = [s for s in self._slots.values() if s.ready]
+        for slot in slots:
+            if slot.queue:
+                slot.fill_from_queue()
+        any_queue = self._any_queue
+        if any_queue and slots:
+            times = balancer.routing_times([s.ewma_s for s in slots], self.ewma_floor)
+            cands = [balancer.Candidate(s.queue_len, s.ewma_s, s.has_room, s.last_given) for s in slots]
+            while any_queue:
+                if not any(c.has_room for c in cands):
+                    break
+                i = balancer.pick_for_pull(cands, times, len(any_queue))
+                if i is None:
+                    break
+                slot = slots[i]
+                seq = next(self._given)
+                slot.write(any_queue.popleft(), seq)
+                cand = cands[i]
+                cand.queue_len += 1
+                cand.last_given = seq
+                cand.has_room = slot.has_room
+        for slot in slots:
+            slot.flush()
+
+    # -- stats ----------------------------------------------------------------------
+
+    async def stats(self) -> dict[Hashable, WorkerStats]:
+        """A snapshot of every worker's load, keyed by ident. Never waits on a worker:
+        load figures are those the workers last reported (every 0.25 s by default)."""
+        return {ident: slot.snapshot() for ident, slot in self._slots.items()}
+
+    @property
+    def pending(self) -> int:
+        """Tasks submitted and not yet finished, on every worker and in the shared queue."""
+        return self._unfinished
+
+    # -- closing --------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``close`` has been called."""
+        return self._closing
+
+    def _check_open(self) -> None:
+        if self._closing:
+            raise CoordinatorClosedError("the coordinator is closed; create a new one")
+
+    async def close(self, cancel_pending: bool = False) -> None:
+        """Stop accepting tasks, let queued and running tasks finish, and stop every
+        worker process. With ``cancel_pending=True``, queued tasks fail with
+        CoordinatorClosedError instead (running ones still finish). After this returns
+        no worker process of this coordinator is alive. Calling it again is harmless."""
+        loop = asyncio.get_running_loop()
+        if self._closed is not None:
+            await asyncio.shield(self._closed)
+            return
+        self._closed = loop.create_future()
+        self._closing = True
+        self._cancel_pending = cancel_pending
+        try:
+            for waiter in self._space_waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+            if cancel_pending:
+                self._fail_queued()
+            elif self._unfinished:
+                self._drained = loop.create_future()
+                await self._drained
+            slots = list(self._slots.values()) + list(self._retiring)
+            for slot in slots:
+                slot.begin_stop()
+            await asyncio.gather(*(self._stop_slot(s) for s in slots))
+            self._finalizer.detach()
+        finally:
+            self._closed.set_result(None)
+
+    def _fail_queued(self) -> None:
+        closed = CoordinatorClosedError("the coordinator was closed with cancel_pending=True")
+        queued = list(self._any_queue)
+        self._any_queue.clear()
+        for slot in self._slots.values():
+            queued.extend(slot.queue)
+            slot.queue.clear()
+        for task in queued:
+            self.task_finished(task, error=CoordinatorClosedError(str(closed)))
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closing else "open"
+        return f"<Coordinator {state} workers={len(self._slots)} pending={self._unfinished}>"
+
+
+def _check_timeout(timeout: float | None) -> None:
+    if timeout is not None and not timeout > 0:
+        raise ValueError(f"a timeout must be a positive number of seconds, not {timeout!r}")
+
+
+def _terminate_all(slots: dict[Hashable, WorkerSlot], retiring: set[WorkerSlot]) -> None:
+    for slot in [*slots.values(), *retiring]:
+        slot.terminate_sync(1.0)
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("retiring a worker failed", exc_info=task.exception())

@@ -1,0 +1,172 @@
+"""The exception tree of procoord.
+
+Every error a user can meet derives from :class:`ProcoordError`. Errors that resemble a
+builtin also derive from it (a :class:`TaskTimeoutError` is a :class:`TimeoutError`), so
+existing ``except`` clauses keep working. All of them pickle, so they cross process
+boundaries intact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import Any
+
+__all__ = (
+    "CoordinatorClosedError",
+    "NoSuchWorkerError",
+    "NoWorkersError",
+    "ProcoordError",
+    "SerializationError",
+    "TaskProcessError",
+    "TaskTimeoutError",
+    "WorkerLostError",
+    "WorkerStartError",
+)
+
+
+class ProcoordError(Exception):
+    """Base class of every error raised by procoord."""
+
+
+class TaskProcessError(ProcoordError):
+    """The processor's ``do_work`` raised while running a task.
+
+    Attributes:
+        worker: ident of the worker that ran the task.
+        remote_traceback: the traceback as formatted in the worker process.
+
+    ``__cause__`` is the original exception when it could be carried back.
+    """
+
+    def __init__(self, worker: Hashable, remote_traceback: str, summary: str) -> None:
+        self.worker = worker
+        self.remote_traceback = remote_traceback
+        self.summary = summary
+        super().__init__(f"task failed in worker {worker!r}: {summary}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.worker, self.remote_traceback, self.summary))
+
+
+class WorkerLostError(ProcoordError):
+    """The worker process died while the task was running on it.
+
+    Attributes:
+        worker: ident of the worker.
+        pid: its process id, when known.
+        exitcode: the process exit code; negative for a signal, None when unknown.
+    """
+
+    def __init__(self, worker: Hashable, pid: int | None, exitcode: int | None, detail: str = "") -> None:
+        self.worker = worker
+        self.pid = pid
+        self.exitcode = exitcode
+        self.detail = detail
+        super().__init__(
+            f"worker {worker!r} (pid {pid}) died {describe_exit(exitcode)}" + (f": {detail}" if detail else "")
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.worker, self.pid, self.exitcode, self.detail))
+
+
+class TaskTimeoutError(ProcoordError, TimeoutError):
+    """A per-task timeout expired; the worker running it was restarted."""
+
+    def __init__(self, worker: Hashable, timeout: float) -> None:
+        self.worker = worker
+        self.timeout = timeout
+        super().__init__(
+            f"task ran longer than its timeout of {timeout:g} s on worker {worker!r}; "
+            "the worker was killed and restarted"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.worker, self.timeout))
+
+
+class SerializationError(ProcoordError, TypeError):
+    """A task, a result or a processor could not be pickled or unpickled.
+
+    Attributes:
+        stage: what was being (un)pickled: "task", "result" or "processor".
+    """
+
+    def __init__(self, stage: str, detail: str) -> None:
+        self.stage = stage
+        self.detail = detail
+        super().__init__(f"could not serialize the {stage}: {detail}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.stage, self.detail))
+
+
+class NoSuchWorkerError(ProcoordError, KeyError):
+    """``TaskPrefs.Required`` named a worker that does not exist (or was removed)."""
+
+    def __init__(self, worker: Hashable, detail: str = "") -> None:
+        self.worker = worker
+        self.detail = detail
+        super().__init__(worker, detail)
+
+    def __str__(self) -> str:
+        return f"no worker {self.worker!r}" + (f": {self.detail}" if self.detail else "")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.worker, self.detail))
+
+
+class NoWorkersError(ProcoordError):
+    """A task was submitted while the coordinator has no worker at all."""
+
+    def __init__(self, message: str = "the coordinator has no workers; add one with add_worker") -> None:
+        super().__init__(message)
+
+
+class WorkerStartError(ProcoordError):
+    """``add_worker`` could not start the worker.
+
+    Attributes:
+        worker: ident of the worker.
+        remote_traceback: the traceback from the worker process, or "" when there is none.
+    """
+
+    def __init__(self, worker: Hashable, reason: str, remote_traceback: str = "") -> None:
+        self.worker = worker
+        self.reason = reason
+        self.remote_traceback = remote_traceback
+        message = f"worker {worker!r} could not start: {reason}"
+        if remote_traceback:
+            message += "\n\nRemote traceback:\n" + remote_traceback
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.worker, self.reason, self.remote_traceback))
+
+
+class CoordinatorClosedError(ProcoordError):
+    """The coordinator was closed: by ``run`` after ``close``, or for a queued task
+    failed by ``close(cancel_pending=True)``."""
+
+    def __init__(self, message: str = "the coordinator is closed") -> None:
+        super().__init__(message)
+
+
+_SIGNAL_CAUSES = {
+    9: "SIGKILL: killed from outside, often by the out-of-memory killer",
+    11: "SIGSEGV: a segmentation fault, usually in a C extension",
+    6: "SIGABRT: aborted, usually by a failed assertion in C code",
+    15: "SIGTERM: terminated from outside",
+    7: "SIGBUS: a bus error, often a memory-mapped file that shrank",
+}
+
+
+def describe_exit(exitcode: int | None) -> str:
+    """Say in words how a process ended, with the likely cause."""
+    if exitcode is None:
+        return "(exit status unknown)"
+    if exitcode < 0:
+        signum = -exitcode
+        cause = _SIGNAL_CAUSES.get(signum, f"signal {signum}")
+        return f"by signal {signum} ({cause})"
+    return f"with exit code {exitcode}"

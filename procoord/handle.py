@@ -1,0 +1,81 @@
+"""JoinHandle: the caller's side of one queued task."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Generator, Hashable
+from typing import Any, Generic, TypeVar, final
+
+__all__ = ("JoinHandle",)
+
+R = TypeVar("R")
+S = TypeVar("S")
+
+
+@final
+class JoinHandle(Generic[R]):
+    """A queued task. ``await handle`` (or ``await handle.join()``) gives
+    ``(result, worker_ident)``; dropping the handle without joining it is fine, the
+    task still runs.
+
+    Cancelling the asyncio task that awaits a handle does not cancel the procoord task:
+    handles are not owned by their awaiters. Call :meth:`cancel` for that.
+    """
+
+    __slots__ = ("_cancel", "_future", "_task_id", "_transform")
+
+    def __init__(
+        self,
+        task_id: int,
+        future: asyncio.Future[tuple[Any, Hashable]],
+        cancel: Callable[[], bool],
+        transform: Callable[[tuple[Any, Hashable]], R] | None = None,
+    ) -> None:
+        self._task_id = task_id
+        self._future = future
+        self._cancel = cancel
+        self._transform = transform
+
+    @property
+    def task_id(self) -> int:
+        """The task's id, unique within its coordinator."""
+        return self._task_id
+
+    async def join(self) -> R:
+        """Wait for the task; return ``(result, worker_ident)`` (or what :meth:`map` made of it).
+
+        Raises the task's error: :class:`~procoord.TaskProcessError`,
+        :class:`~procoord.WorkerLostError`, ..., or :class:`asyncio.CancelledError` when
+        the task was cancelled.
+        """
+        pair = await asyncio.shield(self._future)
+        if self._transform is None:
+            return pair  # type: ignore[return-value]
+        return self._transform(pair)
+
+    def __await__(self) -> Generator[Any, None, R]:
+        return self.join().__await__()
+
+    def map(self, fn: Callable[[R], S]) -> JoinHandle[S]:
+        """A handle to the same task whose join returns ``fn`` of this handle's join."""
+        inner = self._transform
+
+        def transform(pair: tuple[Any, Hashable]) -> S:
+            return fn(pair if inner is None else inner(pair))  # type: ignore[arg-type]
+
+        return JoinHandle(self._task_id, self._future, self._cancel, transform)
+
+    def cancel(self) -> bool:
+        """Cancel the task. True when it will not deliver a result: it was still queued
+        (it never runs), or it runs an async ``do_work``, which is cancelled inside the
+        worker. False when it already finished, or when a sync ``do_work`` is running it
+        (that cannot be interrupted; it finishes and its result is delivered)."""
+        return self._cancel()
+
+    def done(self) -> bool:
+        """Whether the task has finished (with a result, an error or cancelled)."""
+        return self._future.done()
+
+    def __repr__(self) -> str:
+        state = "done" if self._future.done() else "pending"
+        return f"<JoinHandle task {self._task_id} {state}>"

@@ -1,0 +1,232 @@
+"""Processors and fault objects used by the tests; they run in worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+from procoord import TaskProcessor
+
+
+class Counter(TaskProcessor):
+    """Records every task it sees, in order (state persists across tasks)."""
+
+    def __init__(self, name: str = "counter") -> None:
+        self.name = name
+        self.seen: list[Any] = []
+
+    async def do_work(self, task: Any) -> Any:
+        self.seen.append(task)
+        if isinstance(task, tuple) and task[0] == "hold":
+            return hold(task[1:])
+        if task == "history":
+            return list(self.seen)
+        if task == "pid":
+            return os.getpid()
+        return task
+
+
+class SyncCounter(TaskProcessor):
+    def __init__(self) -> None:
+        self.count = 0
+
+    def do_work(self, task: Any) -> Any:
+        self.count += 1
+        if task == "count":
+            return self.count
+        return task
+
+
+def double(x: int) -> int:
+    return x * 2
+
+
+async def async_double(x: int) -> int:
+    await asyncio.sleep(0)
+    return x * 2
+
+
+def getpid(_: Any = None) -> int:
+    return os.getpid()
+
+
+def sleeper(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+async def async_sleeper(seconds: float) -> float:
+    await asyncio.sleep(seconds)
+    return seconds
+
+
+def spin(seconds: float) -> float:
+    """Burn CPU for ``seconds``."""
+    end = time.perf_counter() + seconds
+    n = 0
+    while time.perf_counter() < end:
+        n += 1
+    return seconds
+
+
+class Boom(Exception):
+    pass
+
+
+class StubbornError(Exception):
+    """An exception whose __init__ cannot be re-run on unpickling."""
+
+    def __init__(self, a: int, b: int) -> None:
+        super().__init__(f"stubborn {a} {b}")
+
+
+def raiser(kind: str) -> Any:
+    if kind == "value":
+        raise ValueError("bad value")
+    if kind == "boom":
+        raise Boom("boom")
+    if kind == "stubborn":
+        raise StubbornError(1, 2)
+    if kind == "lock":
+        return threading.Lock()
+    if kind == "exit":
+        sys.exit(3)
+    if kind == "_exit":
+        os._exit(42)
+    if kind == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if kind == "segv":
+        import ctypes
+
+        ctypes.string_at(0)
+    return kind
+
+
+def printer(text: str) -> str:
+    print(text * 100)
+    print(text * 100, file=sys.stderr)
+    sys.stdout.flush()
+    return text
+
+
+class LockHolder:
+    """Built by a factory inside the worker: holds things that cannot be pickled."""
+
+    def __init__(self, label: str, scale: int = 1) -> None:
+        self.label = label
+        self.scale = scale
+        self.lock = threading.Lock()
+        self.pid = os.getpid()
+
+    def do_work(self, task: int) -> tuple[str, int, int]:
+        with self.lock:
+            return self.label, task * self.scale, self.pid
+
+
+def failing_factory() -> Any:
+    raise RuntimeError("factory refuses")
+
+
+def dying_factory() -> Any:
+    os._exit(7)
+
+
+class BadUnpickle:
+    """A processor whose rebuilding in the worker raises."""
+
+    def __reduce__(self) -> Any:
+        return (failing_factory, ())
+
+    def do_work(self, task: Any) -> Any:
+        return task
+
+
+class Unpicklable:
+    def __reduce__(self) -> Any:
+        raise TypeError("I refuse to be pickled")
+
+
+def fail_on_unpickle() -> Any:
+    raise ValueError("cannot rebuild me here")
+
+
+class FailsOnUnpickle:
+    """Pickles fine in the parent, raises when unpickled in the worker."""
+
+    def __reduce__(self) -> Any:
+        return (fail_on_unpickle, ())
+
+
+def wait_for_file(path: str) -> str:
+    """Block (sync) until ``path`` exists: lets a test hold a worker busy."""
+    while not os.path.exists(path):
+        time.sleep(0.005)
+    return path
+
+
+async def async_wait_forever(marker: str) -> None:
+    """Create ``marker``, then wait until cancelled."""
+    open(marker, "w").close()
+    try:
+        await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        open(marker + ".cancelled", "w").close()
+        raise
+
+
+def signal_beacon(path: str) -> None:
+    """Tell the test waiting on the FIFO at ``path`` that we got here."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, b"x")
+    finally:
+        os.close(fd)
+
+
+def wait_beacon(path: str) -> None:
+    """Block until the test writes to the FIFO at ``path``."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.read(fd, 1)
+    finally:
+        os.close(fd)
+
+
+def hold(paths: tuple[str, str]) -> str:
+    """Signal ``started``, then block (sync) until ``release`` is signalled."""
+    started, release = paths
+    signal_beacon(started)
+    wait_beacon(release)
+    return "released"
+
+
+def started_then(args: tuple[str, str, Any]) -> Any:
+    """Signal ``started``, then run ``raiser(kind)``; for crashes mid-task."""
+    started, kind, value = args
+    signal_beacon(started)
+    if kind == "spin":
+        return spin(value)
+    return raiser(kind)
+
+
+async def async_hold(paths: tuple[str, str]) -> str:
+    """Signal ``started``, then wait until cancelled, reporting the cancellation."""
+    started, cancelled = paths
+    signal_beacon(started)
+    try:
+        await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        signal_beacon(cancelled)
+        raise
+    return "never"
+
+
+def spin_then(seconds: float, task: Any) -> Any:
+    """Burn ``seconds`` of CPU, then return the task."""
+    spin(seconds)
+    return task

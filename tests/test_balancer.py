@@ -1,0 +1,116 @@
+"""Table-driven tests of the pure routing arithmetic (no loop, no processes)."""
+
+from __future__ import annotations
+
+import pytest
+
+from procoord.balancer import (
+    DEFAULT_STANDIN_S,
+    Candidate,
+    pick_best,
+    pick_for_pull,
+    preferred_fits,
+    routing_times,
+    update_ewma,
+    window_depth,
+)
+
+MS = 0.001
+
+
+@pytest.mark.parametrize(
+    ("previous", "sample", "expected"),
+    [
+        (None, 0.004, 0.004),  # the first measurement seeds the EWMA
+        (0.004, 0.002, 0.003),  # alpha = 0.5
+        (0.002, 0.002, 0.002),
+        (1e-6, 3e-6, 2e-6),  # float seconds: sub-millisecond times do not collapse to 0
+    ],
+)
+def test_update_ewma(previous: float | None, sample: float, expected: float) -> None:
+    """Test that the EWMA is seeded by the first sample and then uses alpha = 0.5."""
+    assert update_ewma(previous, sample) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("ewmas", "floor", "expected"),
+    [
+        ([None, None], 0.0, [DEFAULT_STANDIN_S, DEFAULT_STANDIN_S]),  # nobody measured: 1 ms
+        ([0.010, None], 0.0, [0.010, 0.010]),  # a new worker counts as the mean
+        ([0.010, 0.030, None], 0.0, [0.010, 0.030, 0.020]),
+        ([0.0001, 0.0002], 0.001, [0.001, 0.001]),  # the floor applies
+        ([0.0001, None], 0.0005, [0.0005, 0.0005]),
+        ([0.002, None], 0.001, [0.002, 0.002]),
+    ],
+)
+def test_routing_times(ewmas: list[float | None], floor: float, expected: list[float]) -> None:
+    """Test the stand-in for unmeasured workers and the routing floor."""
+    assert routing_times(ewmas, floor) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("cands", "times", "expected"),
+    [
+        # lowest (queue_len + 1) * time wins
+        ([Candidate(0, None), Candidate(0, None)], [MS, 2 * MS], 0),
+        ([Candidate(3, None), Candidate(0, None)], [MS, 2 * MS], 1),  # 4 ms vs 2 ms
+        ([Candidate(1, None, last_given=4), Candidate(0, None, last_given=2)], [MS, 2 * MS], 1),  # a tie at 2 ms:
+        # ties go to the worker given a task least recently
+        ([Candidate(0, None, last_given=5), Candidate(0, None, last_given=3)], [MS, MS], 1),
+        ([Candidate(0, None, last_given=2), Candidate(0, None, last_given=3)], [MS, MS], 0),
+        ([Candidate(2, None, last_given=1), Candidate(5, None, last_given=9)], [3 * MS, MS], 1),  # 9 ms vs 6 ms
+    ],
+)
+def test_pick_best(cands: list[Candidate], times: list[float], expected: int) -> None:
+    """Test the Any score and its round-robin tie break."""
+    assert pick_best(cands, times) == expected
+
+
+def test_pick_best_empty() -> None:
+    """Test that there is no choice without candidates."""
+    assert pick_best([], []) is None
+    assert pick_best([Candidate(0, None, has_room=False)], [MS], only_with_room=True) is None
+
+
+@pytest.mark.parametrize(
+    ("cands", "times", "pending", "expected"),
+    [
+        # the best worker has room: it takes the task
+        ([Candidate(0, None), Candidate(0, None, last_given=1)], [MS, MS], 1, 0),
+        # best is full, the other has room and there is plenty of work: the other takes it
+        ([Candidate(2, None, has_room=False), Candidate(0, None)], [MS, 4 * MS], 100, 1),
+        # at the tail: the slow worker would finish later than the fast one drains: hold
+        ([Candidate(2, None, has_room=False), Candidate(0, None)], [MS, 4 * MS], 1, None),
+        # nobody has room: hold
+        ([Candidate(2, None, has_room=False), Candidate(2, None, has_room=False)], [MS, MS], 10, None),
+        # equal speeds, best full: the other takes it (it would finish no later)
+        ([Candidate(2, None, has_room=False), Candidate(1, None)], [MS, MS], 1, 1),
+    ],
+)
+def test_pick_for_pull(cands: list[Candidate], times: list[float], pending: int, expected: int | None) -> None:
+    """Test late binding: when a worker with room takes the oldest Any task."""
+    assert pick_for_pull(cands, times, pending) == expected
+
+
+@pytest.mark.parametrize(
+    ("queue_len", "threshold", "fits"),
+    [(0, 3, True), (2, 3, True), (3, 3, False), (10, 3, False), (0, 1, True), (1, 1, False)],
+)
+def test_preferred_fits(queue_len: int, threshold: int, fits: bool) -> None:
+    """Test Preferred's threshold: the worker while queue_len < queue_threshold."""
+    assert preferred_fits(queue_len, threshold) is fits
+
+
+@pytest.mark.parametrize(
+    ("ewma", "round_trip", "cap", "expected"),
+    [
+        (None, 1e-4, 64, 2),  # unknown: shallow
+        (1.0, 1e-4, 64, 2),  # long tasks: the next one waits in the worker, the rest in the parent
+        (1e-3, 1e-4, 64, 2),
+        (1e-5, 1e-4, 64, 11),  # tiny tasks: enough to cover a round trip
+        (1e-7, 1e-4, 64, 64),  # capped
+    ],
+)
+def test_window_depth(ewma: float | None, round_trip: float, cap: int, expected: int) -> None:
+    """Test that the in-flight window covers one round trip, within [2, cap]."""
+    assert window_depth(ewma, round_trip, cap) == expected
