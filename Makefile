@@ -20,6 +20,7 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python examples/simple.py
 	$(BIN)/python examples/cpu_heavy.py
+	$(BIN)/python examples/cat_family.py
 	$(BIN)/python -m procoord demo
 
 check: $(STAMP)

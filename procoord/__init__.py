@@ -7,6 +7,7 @@ Stateful processors run in worker processes of their own, one task at a time; a
 
 from __future__ import annotations
 
+from .blocking import BlockingCoordinator as BlockingCoordinator
 from .coordinator import Coordinator as Coordinator
 from .errors import CoordinatorClosedError as CoordinatorClosedError
 from .errors import NoSuchWorkerError as NoSuchWorkerError
@@ -18,12 +19,14 @@ from .errors import TaskTimeoutError as TaskTimeoutError
 from .errors import WorkerLostError as WorkerLostError
 from .errors import WorkerStartError as WorkerStartError
 from .handle import JoinHandle as JoinHandle
+from .interface import interface as interface
 from .prefs import TaskPrefs as TaskPrefs
 from .processor import TaskProcessor as TaskProcessor
 from .stats import WorkerStats as WorkerStats
 from .stats import format_stats as format_stats
 
 __all__ = (
+    "BlockingCoordinator",
     "Coordinator",
     "CoordinatorClosedError",
     "JoinHandle",
@@ -39,6 +42,7 @@ __all__ = (
     "WorkerStartError",
     "WorkerStats",
     "format_stats",
+    "interface",
 )
 
 __version__ = "0.1.0"

@@ -91,15 +91,17 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
-class _Worker:
-    """The state of the worker process."""
+class WorkerCore:
+    """What a worker does with frames, whatever carries them: build the processor,
+    report READY, queue TASKs, honour CANCEL and STOP, and run tasks one at a time, in
+    order, on the running event loop.
 
-    def __init__(self, rfd: int, wfd: int, sample_interval_s: float) -> None:
-        self.rfd = rfd
-        self.wfd = wfd
-        self.sample_interval_s = sample_interval_s
-        self.write_lock = threading.Lock()
-        self.reader = _wire.FrameReader()
+    A subclass says how frames leave (:meth:`send`) and may take in frames that arrived
+    while a long sync task held the loop (:meth:`read_pending`); incoming frames are
+    given to :meth:`handle_frames`, the end of input to :meth:`end_input`.
+    """
+
+    def __init__(self) -> None:
         self.queue: deque[tuple[int, bytes]] = deque()
         self.wakeup: asyncio.Future[None] | None = None
         self.current: asyncio.Future[Any] | None = None
@@ -108,26 +110,37 @@ class _Worker:
         self.stopping = False
         self.eof = False
 
-    # -- output ---------------------------------------------------------------------
-
     def send(self, kind: Kind, task_id: int = 0, number: float = 0.0, payload: bytes = b"") -> None:
-        """Write one frame; thread-safe (the sampler thread writes too)."""
-        header = HEADER.pack(len(payload), kind, task_id, number)
-        with self.write_lock:
-            try:
-                if len(payload) < 65536:
-                    self._write_all(header + payload)
-                else:
-                    self._write_all(header)
-                    self._write_all(payload)
-            except OSError:
-                os._exit(0)  # the parent is gone: nobody to report to
+        """Send one frame to the parent (from any thread)."""
+        raise NotImplementedError
 
-    def _write_all(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            written = os.write(self.wfd, view)
-            view = view[written:]
+    def started(self) -> None:
+        """Called once READY is sent, on the loop, before the first task."""
+
+    def read_pending(self) -> None:
+        """Take in frames that arrived while a task held the loop (before the next task)."""
+
+    # -- input ----------------------------------------------------------------------
+
+    def handle_frames(self, frames: list[tuple[int, int, float, bytes]]) -> None:
+        """Act on frames from the parent, in order; call on the loop."""
+        for kind, task_id, _number, payload in frames:
+            if kind == Kind.TASK:
+                self.queue.append((task_id, payload))
+            elif kind == Kind.CANCEL:
+                self._cancel(task_id)
+            elif kind == Kind.STOP:
+                self.stopping = True
+                for queued_id, _ in self.queue:
+                    self.send(Kind.RETURNED, queued_id)
+                self.queue.clear()
+        self._wake()
+
+    def end_input(self) -> None:
+        """The parent is gone: drop queued tasks and end once the running one returns."""
+        self.eof = True
+        self.queue.clear()
+        self._wake()
 
     # -- main loop ------------------------------------------------------------------
 
@@ -140,34 +153,8 @@ class _Worker:
             self.send(Kind.START_FAILED, 0, 0.0, pickle.dumps((f"{type(exc).__name__}: {exc}", text)))
             return
         self.send(Kind.READY, os.getpid(), 1.0 if is_async else 0.0)
-        threading.Thread(target=self._sample_forever, name="procoord-sampler", daemon=True).start()
-        loop = asyncio.get_running_loop()
-        os.set_blocking(self.rfd, False)
-        loop.add_reader(self.rfd, self._on_readable)
+        self.started()
         await self._run_tasks(do_work, is_async)
-
-    def _on_readable(self) -> None:
-        try:
-            data = os.read(self.rfd, READ_CHUNK)
-        except BlockingIOError:
-            return
-        if not data:
-            self.eof = True
-            asyncio.get_running_loop().remove_reader(self.rfd)
-            self.queue.clear()
-            self._wake()
-            return
-        for kind, task_id, _number, payload in self.reader.feed(data):
-            if kind == Kind.TASK:
-                self.queue.append((task_id, payload))
-            elif kind == Kind.CANCEL:
-                self._cancel(task_id)
-            elif kind == Kind.STOP:
-                self.stopping = True
-                for queued_id, _ in self.queue:
-                    self.send(Kind.RETURNED, queued_id)
-                self.queue.clear()
-        self._wake()
 
     def _wake(self) -> None:
         if self.wakeup is not None and not self.wakeup.done():
@@ -203,7 +190,7 @@ class _Worker:
                 # loop: honour it before starting the next task.
                 queue.appendleft((task_id, payload))
                 ran_long = False
-                self._on_readable()
+                self.read_pending()
                 continue
             try:
                 task = pickle.loads(payload)
@@ -236,6 +223,60 @@ class _Worker:
                 self.send(Kind.BAD_RESULT, task_id, elapsed, _pack_error(exc, "result"))
                 continue
             self.send(Kind.RESULT, task_id, elapsed, data)
+
+
+class _Worker(WorkerCore):
+    """A worker process's core, with frames over a pair of pipes."""
+
+    def __init__(self, rfd: int, wfd: int, sample_interval_s: float) -> None:
+        super().__init__()
+        self.rfd = rfd
+        self.wfd = wfd
+        self.sample_interval_s = sample_interval_s
+        self.write_lock = threading.Lock()
+        self.reader = _wire.FrameReader()
+
+    # -- output ---------------------------------------------------------------------
+
+    def send(self, kind: Kind, task_id: int = 0, number: float = 0.0, payload: bytes = b"") -> None:
+        """Write one frame; thread-safe (the sampler thread writes too)."""
+        header = HEADER.pack(len(payload), kind, task_id, number)
+        with self.write_lock:
+            try:
+                if len(payload) < 65536:
+                    self._write_all(header + payload)
+                else:
+                    self._write_all(header)
+                    self._write_all(payload)
+            except OSError:
+                os._exit(0)  # the parent is gone: nobody to report to
+
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.write(self.wfd, view)
+            view = view[written:]
+
+    # -- input ----------------------------------------------------------------------
+
+    def started(self) -> None:
+        threading.Thread(target=self._sample_forever, name="procoord-sampler", daemon=True).start()
+        os.set_blocking(self.rfd, False)
+        asyncio.get_running_loop().add_reader(self.rfd, self._on_readable)
+
+    def read_pending(self) -> None:
+        self._on_readable()
+
+    def _on_readable(self) -> None:
+        try:
+            data = os.read(self.rfd, READ_CHUNK)
+        except BlockingIOError:
+            return
+        if not data:
+            asyncio.get_running_loop().remove_reader(self.rfd)
+            self.end_input()
+            return
+        self.handle_frames(self.reader.feed(data))
 
     # -- sampler thread -------------------------------------------------------------
 

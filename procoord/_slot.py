@@ -11,6 +11,7 @@ import asyncio
 import logging
 import pickle
 import time
+import weakref
 from collections import deque
 from collections.abc import Hashable, Sequence
 from typing import Any, Protocol
@@ -77,7 +78,7 @@ class WorkerSlot:
 
     def __init__(
         self,
-        owner: SlotOwner,
+        owner: Any,
         ident: Hashable,
         spec: ProcessorSpec,
         backend: Backend,
@@ -86,7 +87,9 @@ class WorkerSlot:
         restart_limit: int,
         restart_window_s: float,
     ) -> None:
-        self.owner = owner
+        # Weak, so that an open coordinator nobody refers to can be collected (its
+        # finalizer then stops the processes): the event loop keeps slots alive.
+        self._owner = weakref.ref(owner)
         self.ident = ident
         self.spec = spec
         self.backend = backend
@@ -115,6 +118,11 @@ class WorkerSlot:
         self._timed_out: Task | None = None
         self._restart_task: asyncio.Task[None] | None = None
         self._stopped: asyncio.Future[None] | None = None
+
+    @property
+    def owner(self) -> SlotOwner:
+        owner = self._owner()
+        return _ORPHANED if owner is None else owner
 
     # -- life cycle -----------------------------------------------------------------
 
@@ -179,6 +187,10 @@ class WorkerSlot:
             self.channel.kill()
 
     def terminate_sync(self, grace_s: float) -> None:
+        """Stop the process from outside the event loop (garbage collection, exit)."""
+        self.state = "stopped"
+        if self._restart_task is not None:
+            self._restart_task.cancel()
         if self.channel is not None:
             self.channel.terminate_sync(grace_s)
 
@@ -327,6 +339,9 @@ class WorkerSlot:
         return error
 
     def channel_lost(self, exitcode: int | None) -> None:
+        if self.state == "stopped":  # terminated from outside the loop: nothing to do
+            self.channel = None
+            return
         channel_pid = self.pid
         self.channel = None
         if self._timer is not None:
@@ -443,6 +458,25 @@ class WorkerSlot:
             f"<WorkerSlot {self.ident!r} {self.state} pid={self.pid} "
             f"queue={len(self.queue)} inflight={len(self.inflight)}>"
         )
+
+
+class _Orphaned:
+    """Stands in for a coordinator that was garbage-collected: nothing to report to."""
+
+    def task_finished(self, task: Task, result: Any = None, error: BaseException | None = None) -> None:
+        pass
+
+    def reroute(self, tasks: Sequence[Task], lost: WorkerSlot) -> None:
+        pass
+
+    def pump(self) -> None:
+        pass
+
+    def slot_failed(self, slot: WorkerSlot) -> None:
+        pass
+
+
+_ORPHANED = _Orphaned()
 
 
 def _is_required(task: Task) -> bool:

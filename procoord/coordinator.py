@@ -24,11 +24,12 @@ import itertools
 import logging
 import weakref
 from collections import deque
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import AsyncIterable, Callable, Hashable, Iterable, Sequence
 from types import TracebackType
-from typing import Any, final
+from typing import Any, Literal, final, overload
 
 from . import _wire, balancer
+from ._bulk import DEFAULT_WINDOW, MapIterator
 from ._slot import Task, WorkerSlot
 from .backends._base import Backend
 from .backends.local import LocalBackend
@@ -202,6 +203,35 @@ class Coordinator:
         self.pump()
         return old is not None
 
+    async def add_workers(
+        self, factory: str, count: int, *, restart: bool = True, backend: Backend | None = None
+    ) -> list[str]:
+        """Start ``count`` workers of the registered factory ``factory`` in parallel.
+
+        Their idents are ``"<factory>-<n>"``, numbered from 0 and skipping idents in use.
+        Returns the new idents once all are ready. If any cannot start, the others are
+        removed again and the first WorkerStartError is raised.
+        """
+        if not isinstance(count, int) or count < 1:
+            raise ValueError(f"count must be an int >= 1, not {count!r}")
+        idents: list[str] = []
+        n = 0
+        while len(idents) < count:
+            ident = f"{factory}-{n}"
+            if ident not in self._slots:
+                idents.append(ident)
+            n += 1
+        outcomes = await asyncio.gather(
+            *(self.add_worker(ident, factory, restart=restart, backend=backend) for ident in idents),
+            return_exceptions=True,
+        )
+        errors = [o for o in outcomes if isinstance(o, BaseException)]
+        if errors:
+            started = [i for i, o in zip(idents, outcomes, strict=True) if not isinstance(o, BaseException)]
+            await asyncio.gather(*(self.remove_worker(i) for i in started))
+            raise errors[0]
+        return idents
+
     async def remove_worker(self, ident: Hashable) -> bool:
         """Retire a worker: it finishes its running task, its queued tasks go to other
         workers (Any / Preferred) or fail with NoSuchWorkerError (Required), and its
@@ -321,6 +351,65 @@ class Coordinator:
         """``run`` the task and wait for it: ``(result, worker_ident)``."""
         handle = await self.run(task, prefs, timeout=timeout)
         return await handle.join()
+
+    @overload
+    def map(
+        self,
+        iterable: Iterable[Any] | AsyncIterable[Any],
+        prefs: Pref = ANY,
+        *,
+        ordered: bool = True,
+        window: int = DEFAULT_WINDOW,
+        progress: bool = False,
+        return_exceptions: Literal[False] = False,
+        timeout: float | None = None,
+    ) -> MapIterator[tuple[Any, Hashable]]: ...
+    @overload
+    def map(
+        self,
+        iterable: Iterable[Any] | AsyncIterable[Any],
+        prefs: Pref = ANY,
+        *,
+        ordered: bool = True,
+        window: int = DEFAULT_WINDOW,
+        progress: bool = False,
+        return_exceptions: bool,
+        timeout: float | None = None,
+    ) -> MapIterator[tuple[Any, Hashable] | BaseException]: ...
+    def map(
+        self,
+        iterable: Iterable[Any] | AsyncIterable[Any],
+        prefs: Pref = ANY,
+        *,
+        ordered: bool = True,
+        window: int = DEFAULT_WINDOW,
+        progress: bool = False,
+        return_exceptions: bool = False,
+        timeout: float | None = None,
+    ) -> MapIterator[Any]:
+        """Run every item of ``iterable`` (sync or async) as a task; an async iterator of
+        ``(result, worker_ident)``, in input order (``ordered=True``) or as they finish.
+
+        At most ``window`` tasks are outstanding at once (submitted and not yet yielded),
+        so memory stays flat over a huge or endless iterable, which is read lazily. A
+        failed task raises from the loop, or is yielded in its place with
+        ``return_exceptions=True``. Leaving the loop early cancels what it queued (a
+        queued task never runs). ``progress=True`` draws a progress bar on stderr (tqdm
+        when installed). ``timeout`` applies to each task, as in :meth:`run`::
+
+            async for result, worker in coord.map(range(1000), window=32):
+                ...
+        """
+        return MapIterator(
+            self,
+            iterable,
+            prefs,
+            ordered=ordered,
+            window=window,
+            progress=progress,
+            return_exceptions=return_exceptions,
+            timeout=timeout,
+        )
 
     async def _wait_for_space(self) -> None:
         assert self.max_pending is not None

@@ -230,3 +230,20 @@ def spin_then(seconds: float, task: Any) -> Any:
     """Burn ``seconds`` of CPU, then return the task."""
     spin(seconds)
     return task
+
+
+def spin_then_square(args: tuple[float, int]) -> int:
+    seconds, value = args
+    spin(seconds)
+    return value * value
+
+
+def spin_until(paths: tuple[str, str]) -> str:
+    """Signal ``started``, then burn CPU until the file ``stop`` exists."""
+    started, stop = paths
+    signal_beacon(started)
+    n = 0
+    while True:
+        n += 1
+        if n % 10000 == 0 and os.path.exists(stop):
+            return "spun"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -16,18 +17,51 @@ from procoord import Coordinator
 # Only to detect hangs, never to time behaviour.
 DEADLOCK_TIMEOUT = 60.0
 
+# How a procoord worker's actor process shows in ps while it runs.
+RAY_WORKER_TITLE = "ray::ProcoordWorker"
+
 
 def _worker_processes() -> list[psutil.Process]:
-    """Our worker processes: children of the forkserver, or spawned children."""
+    """Our worker processes: children of the forkserver, spawned children, or Ray actor
+    processes of ours (not the rest of Ray's processes, which live for the session)."""
     me = psutil.Process()
+    ray_pids = _ray_pids(me)
     found = []
     for proc in me.children(recursive=True):
         try:
-            if proc.ppid() != me.pid or "--multiprocessing-fork" in proc.cmdline():
+            cmdline = proc.cmdline()
+            if proc.pid in ray_pids:
+                if cmdline and cmdline[0].startswith(RAY_WORKER_TITLE):
+                    found.append(proc)
+            elif proc.ppid() != me.pid or "--multiprocessing-fork" in cmdline:
                 found.append(proc)
         except psutil.Error:
             pass
     return found
+
+
+def _ray_pids(me: psutil.Process) -> set[int]:
+    """The processes a local Ray instance started (its daemons and their children)."""
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.__file__:
+        return set()
+    ray_dir = os.path.dirname(ray.__file__) + os.sep
+    pids: set[int] = set()
+    for child in me.children():
+        try:
+            if any(part.startswith(ray_dir) for part in child.cmdline()):
+                pids.add(child.pid)
+                pids.update(p.pid for p in child.children(recursive=True))
+        except psutil.Error:
+            pass
+    return pids
+
+
+def _status(proc: psutil.Process) -> str:
+    try:
+        return str(proc.status())
+    except psutil.Error:
+        return psutil.STATUS_DEAD
 
 
 @pytest.fixture(autouse=True)
@@ -35,9 +69,20 @@ def no_leaked_workers() -> Iterator[None]:
     """Fail a test that leaves a worker process alive."""
     yield
     _, alive = psutil.wait_procs(_worker_processes(), timeout=10)
+    alive = [p for p in alive if _status(p) != psutil.STATUS_ZOMBIE]
     for proc in alive:
         proc.kill()
-    assert not alive, f"worker processes left alive: {[p.pid for p in alive]}"
+    assert not alive, f"worker processes left alive: {[(p.pid, p.ppid()) for p in alive]}"
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    """A local Ray instance, started once per test session by the first test that needs it."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
 
 
 @pytest.fixture

@@ -1,0 +1,432 @@
+"""BlockingCoordinator: the Coordinator for code without asyncio.
+
+A :class:`~procoord.Coordinator` runs on an event loop of its own (uvloop) in a daemon
+thread; every method here hands one coroutine to that loop
+(``asyncio.run_coroutine_threadsafe``) and waits for it, so the logic lives only in the
+async API and any number of threads may call at once::
+
+    caller threads --run_coroutine_threadsafe--> loop thread: Coordinator --> workers
+                   <--concurrent.futures.Future--
+
+A facade never closed is closed when garbage collected or at interpreter exit: queued
+tasks are dropped, running ones get a short grace, and no worker outlives the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+import weakref
+from collections.abc import AsyncIterable, Callable, Coroutine, Hashable, Iterable, Iterator
+from types import TracebackType
+from typing import Any, Literal, TypeVar, final, overload
+
+from ._bulk import DEFAULT_WINDOW, MapIterator
+from .backends._base import Backend
+from .coordinator import DEFAULT_RESTART_LIMIT, DEFAULT_RESTART_WINDOW_S, Coordinator
+from .errors import CoordinatorClosedError
+from .prefs import ANY, Pref
+from .stats import WorkerStats
+
+__all__ = ("BlockingCoordinator",)
+
+T = TypeVar("T")
+
+# How long an unclosed facade's loop thread gets to close its coordinator when it is
+# collected or at interpreter exit: long enough for workers to finish a short running task
+# and exit cleanly, short enough that a forgotten facade never holds up the exit; past
+# it, the coordinator's own finalizer kills the worker processes.
+EXIT_GRACE_S = 3.0
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency; be lenient anyway
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+class _LoopThread:
+    """The loop thread and what it needs to stop; holds no reference to the facade, so
+    the facade can be collected (and its finalizer run) while the thread lives."""
+
+    def __init__(self, build: Callable[[], Coordinator]) -> None:
+        self.loop = _new_loop()
+        self.stop_requested: asyncio.Future[bool] | None = None
+        self.coordinator: Coordinator | None = None
+        started: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self.thread = threading.Thread(target=self._main, args=(build, started), name="procoord-loop", daemon=True)
+        self.thread.start()
+        started.result()  # a constructor error (a bad argument) is raised here
+
+    def _main(self, build: Callable[[], Coordinator], started: concurrent.futures.Future[None]) -> None:
+        loop = self.loop
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._serve(build, started))
+        finally:
+            try:
+                _cancel_leftovers(loop)
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.run_until_complete(loop.shutdown_default_executor())
+            finally:
+                asyncio.set_event_loop(None)
+                loop.close()
+
+    async def _serve(self, build: Callable[[], Coordinator], started: concurrent.futures.Future[None]) -> None:
+        try:
+            coord = build()
+        except BaseException as exc:
+            started.set_exception(exc)
+            return
+        self.coordinator = coord
+        self.stop_requested = asyncio.get_running_loop().create_future()
+        started.set_result(None)
+        cancel_pending = await self.stop_requested
+        # Closed by its owner already (close() is idempotent), or forgotten: then drop
+        # queued work and let the running tasks finish.
+        await coord.close(cancel_pending=cancel_pending)
+
+    def request_stop(self, cancel_pending: bool) -> None:
+        """Ask the loop to close the coordinator and end (from any thread)."""
+
+        def stop() -> None:
+            if self.stop_requested is not None and not self.stop_requested.done():
+                self.stop_requested.set_result(cancel_pending)
+
+        try:
+            self.loop.call_soon_threadsafe(stop)
+        except RuntimeError:  # the loop is closed already
+            pass
+
+    def on_loop_thread(self) -> bool:
+        return threading.current_thread() is self.thread
+
+
+def _cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:
+    tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+
+
+def _finalize(runner: _LoopThread) -> None:
+    """The facade was collected, or the interpreter is exiting, without ``close()``."""
+    runner.request_stop(cancel_pending=True)
+    if not runner.on_loop_thread():
+        runner.thread.join(EXIT_GRACE_S)
+
+
+@final
+class BlockingCoordinator:
+    """A :class:`~procoord.Coordinator` for callers without asyncio, safe to use from
+    many threads at once.
+
+    It takes the same arguments as :class:`~procoord.Coordinator` and runs one on its own
+    event loop in a background thread. Use it as a context manager, or call
+    :meth:`close`; one left open is closed when garbage collected or at interpreter exit.
+    Anything of the async API not mirrored here (interface proxies, handles) is reached
+    through :meth:`run_coroutine` and :attr:`coordinator`.
+    """
+
+    def __init__(
+        self,
+        queue_threshold: int = 3,
+        *,
+        backend: Backend | None = None,
+        ewma_floor: float = 0.001,
+        max_pending: int | None = None,
+        task_timeout: float | None = None,
+        restart_limit: int = DEFAULT_RESTART_LIMIT,
+        restart_window: float = DEFAULT_RESTART_WINDOW_S,
+    ) -> None:
+        def build() -> Coordinator:
+            return Coordinator(
+                queue_threshold,
+                backend=backend,
+                ewma_floor=ewma_floor,
+                max_pending=max_pending,
+                task_timeout=task_timeout,
+                restart_limit=restart_limit,
+                restart_window=restart_window,
+            )
+
+        self._runner = _LoopThread(build)
+        coord = self._runner.coordinator
+        assert coord is not None
+        self._coord = coord
+        self._close_lock = threading.Lock()
+        self._finalizer = weakref.finalize(self, _finalize, self._runner)
+
+    # -- context manager ------------------------------------------------------------
+
+    def __enter__(self) -> BlockingCoordinator:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        # As in ``async with``: on an error, do not wait for queued work.
+        self.close(cancel_pending=exc_type is not None)
+
+    # -- the generic bridge -----------------------------------------------------------
+
+    @property
+    def coordinator(self) -> Coordinator:
+        """The underlying Coordinator; use it only from coroutines given to
+        :meth:`run_coroutine` (it lives on :attr:`loop`)."""
+        return self._coord
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the coordinator runs on (in its own thread)."""
+        return self._runner.loop
+
+    def run_coroutine_nowait(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Schedule ``coro`` on the coordinator's loop; a :class:`concurrent.futures.Future`
+        of its result. Cancelling the future cancels the coroutine."""
+        if self._coord.closed and not self._runner.thread.is_alive():
+            coro.close()
+            raise CoordinatorClosedError("the coordinator is closed; create a new one")
+        try:
+            return asyncio.run_coroutine_threadsafe(coro, self._runner.loop)
+        except RuntimeError:  # the loop has closed
+            coro.close()
+            raise CoordinatorClosedError("the coordinator is closed; create a new one") from None
+
+    def run_coroutine(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run ``coro`` on the coordinator's loop and wait for its result (or error).
+
+        This is how anything of the async API is used from blocking code, for example an
+        interface proxy: ``bc.run_coroutine(proxy.any().resize(img))``. With ``timeout``
+        (seconds), raises :class:`TimeoutError` and cancels the coroutine when it expires.
+        """
+        if self._runner.on_loop_thread():
+            coro.close()
+            raise RuntimeError("a BlockingCoordinator cannot be waited on from its own event loop; use .coordinator")
+        future = self.run_coroutine_nowait(coro)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise
+        except BaseException:
+            future.cancel()  # interrupted (KeyboardInterrupt): do not leave it running
+            raise
+
+    def _sync(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        async def call() -> T:
+            return fn(*args, **kwargs)
+
+        return self.run_coroutine(call())
+
+    # -- workers --------------------------------------------------------------------
+
+    def register(self, name: str, factory: Callable[..., Any], /, *args: Any, **kwargs: Any) -> None:
+        """Register a processor factory (see :meth:`Coordinator.register <procoord.Coordinator.register>`)."""
+        self._sync(self._coord.register, name, factory, *args, **kwargs)
+
+    def add_worker(
+        self, ident: Hashable, processor: object, *, restart: bool = True, backend: Backend | None = None
+    ) -> bool:
+        """Start a worker and wait until it can take tasks (see
+        :meth:`Coordinator.add_worker <procoord.Coordinator.add_worker>`)."""
+        return self.run_coroutine(self._coord.add_worker(ident, processor, restart=restart, backend=backend))
+
+    def remove_worker(self, ident: Hashable) -> bool:
+        """Retire a worker and wait until its process has exited (see
+        :meth:`Coordinator.remove_worker <procoord.Coordinator.remove_worker>`)."""
+        return self.run_coroutine(self._coord.remove_worker(ident))
+
+    def workers(self) -> list[Hashable]:
+        """The idents of the current workers, in the order they were added."""
+        return self._sync(self._coord.workers)
+
+    def __len__(self) -> int:
+        return len(self.workers())
+
+    def __contains__(self, ident: object) -> bool:
+        return ident in self.workers()
+
+    # -- tasks ----------------------------------------------------------------------
+
+    def run(
+        self, task: Any, prefs: Pref = ANY, *, timeout: float | None = None
+    ) -> concurrent.futures.Future[tuple[Any, Hashable]]:
+        """Queue a task; a :class:`concurrent.futures.Future` of ``(result, worker_ident)``.
+
+        It returns once the task is queued: it waits while ``max_pending`` tasks are
+        unfinished, and raises at once what :meth:`Coordinator.run
+        <procoord.Coordinator.run>` raises (``SerializationError``, ``NoWorkersError``,
+        ...). The task's own error is raised by ``future.result()``. ``future.cancel()``
+        cancels the task as :meth:`JoinHandle.cancel <procoord.JoinHandle.cancel>` does.
+        """
+        return self.run_coroutine(self._queue(task, prefs, timeout))
+
+    async def _queue(
+        self, task: Any, prefs: Pref, timeout: float | None
+    ) -> concurrent.futures.Future[tuple[Any, Hashable]]:
+        loop = asyncio.get_running_loop()
+        handle = await self._coord.run(task, prefs, timeout=timeout)
+        future = asyncio.run_coroutine_threadsafe(handle.join(), loop)
+
+        def cancel_task(done: concurrent.futures.Future[tuple[Any, Hashable]]) -> None:
+            if done.cancelled():
+                try:
+                    loop.call_soon_threadsafe(handle.cancel)
+                except RuntimeError:  # the loop is closed: nothing to cancel
+                    pass
+
+        future.add_done_callback(cancel_task)
+        return future
+
+    def call(self, task: Any, prefs: Pref = ANY, *, timeout: float | None = None) -> tuple[Any, Hashable]:
+        """Run the task and wait for it: ``(result, worker_ident)``; raises its error."""
+        return self.run_coroutine(self._coord.call(task, prefs, timeout=timeout))
+
+    @overload
+    def map(
+        self,
+        iterable: Iterable[Any] | AsyncIterable[Any],
+        prefs: Pref = ANY,
+        *,
+        ordered: bool = True,
+        window: int = DEFAULT_WINDOW,
+        progress: bool = False,
+        return_exceptions: Literal[False] = False,
+        timeout: float | None = None,
+    ) -> BlockingMapIterator[tuple[Any, Hashable]]: ...
+    @overload
+    def map(
+        self,
+        iterable: Iterable[Any] | AsyncIterable[Any],
+        prefs: Pref = ANY,
+        *,
+        ordered: bool = True,
+        window: int = DEFAULT_WINDOW,
+        progress: bool = False,
+        return_exceptions: bool,
+        timeout: float | None = None,
+    ) -> BlockingMapIterator[tuple[Any, Hashable] | BaseException]: ...
+    def map(
+        self,
+        iterable: Iterable[Any] | AsyncIterable[Any],
+        prefs: Pref = ANY,
+        *,
+        ordered: bool = True,
+        window: int = DEFAULT_WINDOW,
+        progress: bool = False,
+        return_exceptions: bool = False,
+        timeout: float | None = None,
+    ) -> BlockingMapIterator[Any]:
+        """A plain iterator of ``(result, worker_ident)``, with the semantics of
+        :meth:`Coordinator.map <procoord.Coordinator.map>`: at most ``window`` tasks
+        outstanding, input order when ``ordered``, errors raised (or yielded with
+        ``return_exceptions=True``), and leaving the loop early cancels what it queued.
+
+        The iterable is read on the coordinator's thread, one item at a time."""
+        aiter_ = self._sync(
+            self._coord.map,
+            iterable,
+            prefs,
+            ordered=ordered,
+            window=window,
+            progress=progress,
+            return_exceptions=return_exceptions,
+            timeout=timeout,
+        )
+        return BlockingMapIterator(self, aiter_)
+
+    # -- state ----------------------------------------------------------------------
+
+    def stats(self) -> dict[Hashable, WorkerStats]:
+        """A snapshot of every worker's load, keyed by ident (see
+        :meth:`Coordinator.stats <procoord.Coordinator.stats>`)."""
+        return self.run_coroutine(self._coord.stats())
+
+    @property
+    def pending(self) -> int:
+        """Tasks submitted and not yet finished."""
+        return self._coord.pending
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``close`` has been called."""
+        return self._coord.closed
+
+    def close(self, cancel_pending: bool = False) -> None:
+        """Close the coordinator (see :meth:`Coordinator.close <procoord.Coordinator.close>`)
+        and end its thread. After it returns no worker process is alive. Calling it
+        again, from any thread, is harmless."""
+        if self._runner.on_loop_thread():
+            raise RuntimeError("a BlockingCoordinator cannot be closed from its own event loop")
+        with self._close_lock:
+            if not self._finalizer.alive:
+                return
+            try:
+                if self._runner.thread.is_alive():
+                    self.run_coroutine(self._coord.close(cancel_pending=cancel_pending))
+            finally:
+                self._finalizer.detach()
+                self._runner.request_stop(cancel_pending)
+                self._runner.thread.join()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<BlockingCoordinator {state} workers={len(self._coord)} pending={self._coord.pending}>"
+
+
+@final
+class BlockingMapIterator(Iterator[T]):
+    """The plain iterator returned by :meth:`BlockingCoordinator.map`; each step waits
+    for the next outcome of the async :class:`MapIterator` on the coordinator's loop.
+
+    Leaving the ``for`` loop early (or :meth:`close`, or ``with``, or dropping it)
+    cancels what it queued."""
+
+    def __init__(self, owner: BlockingCoordinator, aiter_: MapIterator[T]) -> None:
+        self._owner = owner
+        self._aiter: MapIterator[T] | None = aiter_
+
+    def __iter__(self) -> BlockingMapIterator[T]:
+        return self
+
+    def __next__(self) -> T:
+        aiter_ = self._aiter
+        if aiter_ is None:
+            raise StopIteration
+        try:
+            return self._owner.run_coroutine(_anext(aiter_))
+        except StopAsyncIteration:
+            self._aiter = None
+            raise StopIteration from None
+
+    def close(self) -> None:
+        """Cancel what is outstanding; the iterator then ends."""
+        aiter_, self._aiter = self._aiter, None
+        if aiter_ is not None and not aiter_.closed:
+            try:
+                self._owner.loop.call_soon_threadsafe(aiter_.close)
+            except RuntimeError:  # the loop is closed: nothing is left to cancel
+                pass
+
+    def __enter__(self) -> BlockingMapIterator[T]:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<BlockingMapIterator {self._aiter!r}>"
+
+
+async def _anext(aiter_: MapIterator[T]) -> T:
+    return await aiter_.__anext__()

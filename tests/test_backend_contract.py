@@ -1,0 +1,260 @@
+"""The backend contract: the same behaviour on local processes and on Ray actors.
+
+Every test here runs once per backend, from the ``backend`` fixture; Ray runs as one
+local instance for the whole session (``ray_session`` in conftest).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+
+import psutil
+import pytest
+
+from procoord import (
+    Coordinator,
+    SerializationError,
+    TaskPrefs,
+    TaskProcessError,
+    TaskTimeoutError,
+    WorkerLostError,
+    WorkerStartError,
+)
+from procoord.backends import Backend, LocalBackend
+
+from . import _funcs
+from .conftest import DEADLOCK_TIMEOUT, BeaconFactory
+
+
+@pytest.fixture(params=["local", "ray"])
+def backend(request: pytest.FixtureRequest) -> Backend:
+    """Each backend in turn."""
+    if request.param == "local":
+        return LocalBackend()
+    request.getfixturevalue("ray_session")
+    from procoord.backends import RayBackend
+
+    return RayBackend()
+
+
+@pytest.fixture
+async def bcoord(backend: Backend) -> AsyncIterator[Coordinator]:
+    """A coordinator whose workers run on ``backend``."""
+    async with Coordinator(backend=backend) as c:
+        yield c
+
+
+# -- routing and state --------------------------------------------------------------
+
+
+async def test_routing(bcoord: Coordinator, backend: Backend) -> None:
+    """Test Required, Preferred and Any routing, and one process per worker."""
+    await bcoord.add_worker("a", _funcs.getpid)
+    await bcoord.add_worker("b", _funcs.getpid)
+    pid_a, who = await bcoord.call(None, TaskPrefs.Required("a"))
+    assert who == "a"
+    pid_b, who = await bcoord.call(None, TaskPrefs.Preferred("b"))
+    assert who == "b"
+    assert len({pid_a, pid_b, os.getpid()}) == 3
+    handles = [await bcoord.run(None) for _ in range(20)]
+    assert {w for _, w in await asyncio.gather(*(h.join() for h in handles))} <= {"a", "b"}
+    stats = await bcoord.stats()
+    assert (stats["a"].pid, stats["b"].pid) == (pid_a, pid_b)
+    assert {s.backend for s in stats.values()} == {backend.name}
+
+
+async def test_state_persists_in_fifo_order(bcoord: Coordinator) -> None:
+    """Test that one processor object sees every task of its worker, in order."""
+    await bcoord.add_worker("w", _funcs.Counter())
+    handles = [await bcoord.run(i, TaskPrefs.Required("w")) for i in range(100)]
+    await asyncio.gather(*(h.join() for h in handles))
+    history, _ = await bcoord.call("history", TaskPrefs.Required("w"))
+    assert history == [*range(100), "history"]
+
+
+async def test_factory_runs_in_the_worker(bcoord: Coordinator) -> None:
+    """Test a registered factory building an unpicklable processor inside the worker."""
+    bcoord.register("locker", _funcs.LockHolder, "L", scale=3)
+    await bcoord.add_worker("f", "locker")
+    (label, value, pid), _ = await bcoord.call(2)
+    assert (label, value) == ("L", 6)
+    stats = (await bcoord.stats())["f"]
+    assert stats.pid == pid != os.getpid() and stats.factory == "locker"
+
+
+# -- errors -------------------------------------------------------------------------
+
+
+async def test_task_error_carries_cause(bcoord: Coordinator) -> None:
+    """Test TaskProcessError with the original exception as __cause__; the worker goes on."""
+    await bcoord.add_worker("w", _funcs.raiser)
+    with pytest.raises(TaskProcessError) as info:
+        await bcoord.call("boom")
+    assert info.value.worker == "w"
+    assert isinstance(info.value.__cause__, _funcs.Boom)
+    assert "raise Boom" in info.value.remote_traceback
+    with pytest.raises(SerializationError) as bad:
+        await bcoord.call("lock")  # returns a lock: the result cannot be pickled
+    assert bad.value.stage == "result"
+    assert await bcoord.call("fine") == ("fine", "w")
+    stats = (await bcoord.stats())["w"]
+    assert (stats.completed, stats.failed, stats.restarts) == (1, 2, 0)
+
+
+async def test_start_errors(bcoord: Coordinator) -> None:
+    """Test WorkerStartError for a factory that raises (with its traceback) and one that exits."""
+    bcoord.register("bad", _funcs.failing_factory)
+    bcoord.register("dies", _funcs.dying_factory)
+    with pytest.raises(WorkerStartError) as info:
+        await bcoord.add_worker("x", "bad")
+    assert "factory refuses" in str(info.value) and "failing_factory" in info.value.remote_traceback
+    with pytest.raises(WorkerStartError):
+        await bcoord.add_worker("y", "dies")
+    assert bcoord.workers() == []
+
+
+# -- crash, timeout, cancel, stop --------------------------------------------------------
+
+
+async def test_worker_killed_from_outside(bcoord: Coordinator, beacons: BeaconFactory) -> None:
+    """Test SIGKILL of the worker's process mid-task: WorkerLostError, then a restart."""
+    await bcoord.add_worker("w", _funcs.Counter())
+    old_pid = (await bcoord.stats())["w"].pid
+    assert old_pid is not None
+    started, release = beacons(), beacons()
+    doomed = await bcoord.run(("hold", started.path, release.path))
+    await started.wait()
+    os.kill(old_pid, signal.SIGKILL)
+    with pytest.raises(WorkerLostError) as info:
+        await asyncio.wait_for(doomed.join(), DEADLOCK_TIMEOUT)
+    assert info.value.worker == "w" and info.value.pid == old_pid
+    async with asyncio.timeout(DEADLOCK_TIMEOUT):  # a Required task waits for the restart
+        new_pid, _ = await bcoord.call("pid", TaskPrefs.Required("w"))
+    stats = (await bcoord.stats())["w"]
+    assert new_pid == stats.pid != old_pid
+    assert (stats.restarts, stats.failed, stats.completed) == (1, 1, 1)
+
+
+async def test_timeout_restarts_worker(bcoord: Coordinator) -> None:
+    """Test TaskTimeoutError for a task over its timeout, then the worker restarted."""
+    await bcoord.add_worker("w", _funcs.sleeper)
+    old_pid = (await bcoord.stats())["w"].pid
+    with pytest.raises(TaskTimeoutError) as info:
+        await bcoord.call(30.0, timeout=0.3)
+    assert info.value.worker == "w"
+    async with asyncio.timeout(DEADLOCK_TIMEOUT):
+        assert await bcoord.call(0.0, TaskPrefs.Required("w")) == (0.0, "w")
+    stats = (await bcoord.stats())["w"]
+    assert stats.restarts == 1 and stats.pid != old_pid and (stats.completed, stats.failed) == (1, 1)
+
+
+async def test_cancel_running_async_task(bcoord: Coordinator, beacons: BeaconFactory) -> None:
+    """Test that cancelling a running async do_work cancels it in the worker."""
+    await bcoord.add_worker("w", _funcs.async_hold)
+    started, cancelled = beacons(), beacons()
+    handle = await bcoord.run((started.path, cancelled.path))
+    await started.wait()
+    reader = cancelled.open_reader()
+    try:
+        assert handle.cancel()
+        await cancelled.wait()
+    finally:
+        os.close(reader)
+    with pytest.raises(asyncio.CancelledError):
+        await handle
+    assert (await bcoord.stats())["w"].restarts == 0  # cancelled in place, not killed
+
+
+async def test_remove_worker_hands_back_queued(bcoord: Coordinator, beacons: BeaconFactory) -> None:
+    """Test STOP: the running task finishes, tasks queued in the worker go elsewhere,
+    and the worker's process ends."""
+    await bcoord.add_worker("r", _funcs.Counter())
+    started, release = beacons(), beacons()
+    running = await bcoord.run(("hold", started.path, release.path), TaskPrefs.Required("r"))
+    await started.wait()
+    # Any tasks, written to r's window behind the running one.
+    behind = [bcoord.run_nowait(("n", i)) for i in range(3)]
+    pid = (await bcoord.stats())["r"].pid
+    assert pid is not None
+    await bcoord.add_worker("other", _funcs.Counter())
+    removal = asyncio.ensure_future(bcoord.remove_worker("r"))
+    await asyncio.sleep(0)  # a yield, not a wait: lets the removal send its STOP
+    await release.signal()
+    assert await running == ("released", "r")
+    results = await asyncio.gather(*(h.join() for h in behind))
+    # Handed back by the STOP (or run on r first, when the STOP arrives after the release).
+    assert [r for r, _ in results] == [("n", i) for i in range(3)]
+    assert {w for _, w in results} <= {"r", "other"}
+    assert await removal is True
+    _gone, alive = psutil.wait_procs([psutil.Process(pid)] if psutil.pid_exists(pid) else [], timeout=10)
+    assert not alive
+    assert bcoord.workers() == ["other"]
+
+
+# -- stats --------------------------------------------------------------------------
+
+
+async def test_stats(bcoord: Coordinator, backend: Backend) -> None:
+    """Test stats: the worker's own pid, CPU and RSS sampled inside it, the counters."""
+    await bcoord.add_worker("w", _funcs.spin)
+    await bcoord.add_worker("p", _funcs.getpid)
+    pid, _ = await bcoord.call(None, TaskPrefs.Required("p"))
+    assert (await bcoord.stats())["p"].pid == pid != os.getpid()
+    assert await bcoord.call(0.6, TaskPrefs.Required("w")) == (0.6, "w")
+    stats = (await bcoord.stats())["w"]
+    assert stats.cpu_percent > 10.0
+    assert stats.rss_bytes > 10 * 2**20
+    assert (stats.completed, stats.failed, stats.restarts, stats.in_flight) == (1, 0, 0, 0)
+    assert stats.state == "idle" and stats.ewma_ms is not None and stats.ewma_ms >= 600.0
+    assert stats.backend == backend.name
+
+
+# -- Ray only -------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("ray_session")
+async def test_local_and_ray_workers_in_one_coordinator() -> None:
+    """Test one coordinator mixing local and Ray workers: routing, stats, close."""
+    from procoord.backends import RayBackend
+
+    async with Coordinator() as coord:
+        await coord.add_worker("local", _funcs.getpid)
+        await coord.add_worker("ray", _funcs.getpid, backend=RayBackend())
+        handles = [await coord.run(None) for _ in range(30)]
+        results = await asyncio.gather(*(h.join() for h in handles))
+        assert {w for _, w in results} <= {"local", "ray"}
+        local_pid, _ = await coord.call(None, TaskPrefs.Required("local"))
+        ray_pid, _ = await coord.call(None, TaskPrefs.Required("ray"))
+        stats = await coord.stats()
+        assert {i: (s.backend, s.pid) for i, s in stats.items()} == {
+            "local": ("local", local_pid),
+            "ray": ("ray", ray_pid),
+        }
+        assert local_pid != ray_pid
+    _gone, alive = psutil.wait_procs([psutil.Process(ray_pid)] if psutil.pid_exists(ray_pid) else [], timeout=10)
+    assert not alive, "close() must end the Ray actor"
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_ray_backend_rejects_options_it_cannot_honour() -> None:
+    """Test that Ray restarting the actor itself, or a concurrency of 1, is refused."""
+    from procoord.backends import RayBackend
+
+    with pytest.raises(ValueError, match="max_restarts"):
+        RayBackend(max_restarts=3)
+    with pytest.raises(ValueError, match="max_concurrency"):
+        RayBackend(max_concurrency=1)
+    assert "num_cpus=1" in repr(RayBackend(num_cpus=1))
+
+
+def test_ray_backend_without_ray_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Test the ImportError when ray is not installed."""
+    from procoord.backends import RayBackend
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(ImportError, match=r"pip install 'procoord\[ray\]'"):
+        RayBackend()

@@ -1,0 +1,47 @@
+"""Frames and pickling between the coordinator and its workers."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from procoord import SerializationError
+from procoord._wire import FrameReader, Kind, dumps, frame, loads
+
+
+def test_frames_split_anywhere() -> None:
+    """Test that frames are rebuilt whatever the chunking of the byte stream."""
+    stream = frame(Kind.TASK, 1, 0.0, b"abc") + frame(Kind.RESULT, 2, 1.5, b"") + frame(Kind.LOAD, 3, 9.0, b"x" * 1000)
+    for size in (1, 2, 7, 64, len(stream)):
+        reader = FrameReader()
+        got = []
+        for i in range(0, len(stream), size):
+            got.extend(reader.feed(stream[i : i + size]))
+        assert got == [(Kind.TASK, 1, 0.0, b"abc"), (Kind.RESULT, 2, 1.5, b""), (Kind.LOAD, 3, 9.0, b"x" * 1000)]
+        assert reader.pending_bytes == 0
+
+
+def test_truncated_frame_waits() -> None:
+    """Test that a partial frame is kept until the rest arrives."""
+    data = frame(Kind.TASK, 5, 0.0, b"payload")
+    reader = FrameReader()
+    assert reader.feed(data[:-1]) == []
+    assert reader.pending_bytes == len(data) - 1
+    assert reader.feed(data[-1:]) == [(Kind.TASK, 5, 0.0, b"payload")]
+
+
+def test_dumps_prefers_pickle_and_falls_back_to_cloudpickle() -> None:
+    """Test that plain data uses pickle and lambdas go through cloudpickle."""
+    assert loads(dumps({"a": [1, 2]}, "task"), "task") == {"a": [1, 2]}
+    fn = loads(dumps(lambda x: x + 1, "task"), "task")
+    assert fn(1) == 2
+
+
+def test_unpicklable_raises_serialization_error() -> None:
+    """Test that an unpicklable object raises SerializationError naming the stage."""
+    with pytest.raises(SerializationError) as info:
+        dumps(threading.Lock(), "task")
+    assert info.value.stage == "task" and "lock" in str(info.value)
+    with pytest.raises(SerializationError):
+        loads(b"not a pickle", "result")
