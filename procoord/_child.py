@@ -34,8 +34,13 @@ from ._wire import HEADER, Kind
 from .errors import SerializationError
 from .processor import ProcessorSpec, build_processor
 
-READ_CHUNK = 1 << 20
+# At most this much per read: below malloc's mmap threshold a read is several times
+# cheaper; a big task frame simply takes several reads.
+READ_CHUNK = 64 * 1024
 PR_SET_PDEATHSIG = 1
+
+# Results of these types are never awaitable: skip the (slow, ABC-based) check.
+_PLAIN_TYPES = frozenset({int, float, str, bytes, bool, tuple, list, dict, set, type(None)})
 
 # After a task that ran this long, read pending input before starting the next one, so
 # a STOP or CANCEL sent meanwhile takes effect; shorter tasks skip the extra syscall.
@@ -200,7 +205,7 @@ class WorkerCore:
             started = time.perf_counter()
             try:
                 result = do_work(task)
-                if is_async or inspect.isawaitable(result):
+                if is_async or (type(result) not in _PLAIN_TYPES and inspect.isawaitable(result)):
                     self.current = asyncio.ensure_future(result)
                     self.current_id = task_id
                     try:

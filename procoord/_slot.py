@@ -150,7 +150,7 @@ class WorkerSlot:
 
     @property
     def has_room(self) -> bool:
-        return self.state == "ready" and len(self.inflight) < self.depth
+        return len(self.inflight) < self.depth and self.state == "ready"
 
     @property
     def queue_len(self) -> int:
@@ -285,7 +285,7 @@ class WorkerSlot:
                 self._measured(task, number)
                 try:
                     value = pickle.loads(payload)
-                except Exception as exc:
+                except BaseException as exc:  # a result that exits on unpickling must not stop the loop
                     self.failed += 1
                     owner.task_finished(
                         task,
@@ -334,7 +334,7 @@ class WorkerSlot:
         if exc_bytes is not None:
             try:
                 error.__cause__ = pickle.loads(exc_bytes)
-            except Exception:  # the exception type cannot be rebuilt here: keep the text
+            except BaseException:  # the exception cannot be rebuilt here: keep the text
                 pass
         return error
 

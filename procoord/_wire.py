@@ -87,20 +87,42 @@ class FrameReader:
     def feed(self, data: bytes) -> list[tuple[int, int, float, bytes]]:
         """Add bytes; return the frames they complete as (kind, task_id, number, payload)."""
         buf = self._buf
-        buf += data
         frames = []
+        if buf:
+            buf += data
+            size = len(buf)
+            pos = 0
+            with memoryview(buf) as view:
+                while size - pos >= HEADER_SIZE:
+                    length, kind, task_id, number = HEADER.unpack_from(buf, pos)
+                    end = pos + HEADER_SIZE + length
+                    if end > size:
+                        break
+                    frames.append((kind, task_id, number, bytes(view[pos + HEADER_SIZE : end])))
+                    pos = end
+            del buf[:pos]
+            return frames
+        # Nothing pending (the common case): slice frames straight out of ``data``.
+        size = len(data)
         pos = 0
-        size = len(buf)
         while size - pos >= HEADER_SIZE:
-            length, kind, task_id, number = HEADER.unpack_from(buf, pos)
+            length, kind, task_id, number = HEADER.unpack_from(data, pos)
             end = pos + HEADER_SIZE + length
             if end > size:
                 break
-            frames.append((kind, task_id, number, bytes(buf[pos + HEADER_SIZE : end])))
+            frames.append((kind, task_id, number, data[pos + HEADER_SIZE : end]))
             pos = end
-        if pos:
-            del buf[:pos]
+        if pos < size:
+            buf += data[pos:]
         return frames
+
+    @property
+    def missing_bytes(self) -> int:
+        """Bytes still needed to complete the frame being received (0 if unknown)."""
+        buf = self._buf
+        if len(buf) < HEADER_SIZE:
+            return 0
+        return HEADER_SIZE + int(HEADER.unpack_from(buf, 0)[0]) - len(buf)
 
     @property
     def pending_bytes(self) -> int:

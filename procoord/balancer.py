@@ -27,6 +27,9 @@ __all__ = (
 # few tasks to a worker slowing down, at the cost of some noise.
 ALPHA = 0.5
 
+# Tasks this many round trips long or longer are written one at a time (window of 1).
+LATE_BINDING_FACTOR = 50.0
+
 # The stand-in task time when no worker has measured one yet.
 DEFAULT_STANDIN_S = 0.001
 
@@ -113,10 +116,14 @@ def window_depth(ewma_s: float | None, round_trip_s: float, max_depth: int) -> i
     """How many tasks to keep written to one worker's pipe.
 
     Enough to cover one round trip of the channel (``1 + round_trip / ewma``) so tiny
-    tasks stream, but 2 for long tasks: the next one is ready in the worker while the
-    rest stays in the parent, where it can still be re-routed or cancelled.
+    tasks stream; 2 for middling tasks, so the next one is ready in the worker; 1 for
+    tasks so long that the idle round trip between two of them costs under 2%: they
+    bind as late as possible and everything else stays in the parent, where it can
+    still be re-routed or cancelled.
     """
     if ewma_s is None:
         return 2
+    if ewma_s >= LATE_BINDING_FACTOR * round_trip_s:
+        return 1
     depth = 1 + math.ceil(round_trip_s / max(ewma_s, 1e-7))
     return max(2, min(depth, max_depth))

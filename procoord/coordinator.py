@@ -59,6 +59,10 @@ DEFAULT_RESTART_WINDOW_S = 60.0
 
 _PREF_TYPES = (_Any, Preferred, Required)
 
+# run() lets the event loop turn once every this many calls: often enough that workers
+# are fed while a burst is issued, rarely enough to cost nothing measurable.
+YIELD_EVERY_RUNS = 64
+
 
 @final
 class Coordinator:
@@ -114,6 +118,7 @@ class Coordinator:
         self._ids = itertools.count(1)
         self._given = itertools.count(1)
         self._unfinished = 0
+        self._runs_since_yield = 0
         self._space_waiters: deque[asyncio.Future[None]] = deque()
         self._drained: asyncio.Future[None] | None = None
         self._closing = False
@@ -297,7 +302,14 @@ class Coordinator:
         self._check_open()
         if self.max_pending is not None and self._unfinished >= self.max_pending:
             await self._wait_for_space()
-        return self.run_nowait(task, prefs, timeout=timeout)
+        handle = self.run_nowait(task, prefs, timeout=timeout)
+        self._runs_since_yield += 1
+        if self._runs_since_yield >= YIELD_EVERY_RUNS:
+            # A caller issuing a burst in a loop never lets the event loop turn: let the
+            # results in now and then, so workers are fed while tasks are still issued.
+            self._runs_since_yield = 0
+            await asyncio.sleep(0)
+        return handle
 
     def run_nowait(
         self, task: Any, prefs: Pref = ANY, *, timeout: float | None = None
@@ -517,12 +529,15 @@ class Coordinator:
     def pump(self) -> None:
         """Fill every ready worker's in-flight window: first from its own queue, then
         from the shared queue as the balancer decides."""
-        slots = [s for s in self._slots.values() if s.ready]
+        slots = [s for s in self._slots.values() if s.has_room]
+        if not slots:
+            return  # every window is full (the common case while a burst is issued)
         for slot in slots:
             if slot.queue:
                 slot.fill_from_queue()
         any_queue = self._any_queue
-        if any_queue and slots:
+        if any_queue:
+            slots = [s for s in self._slots.values() if s.ready]
             times = balancer.routing_times([s.ewma_s for s in slots], self.ewma_floor)
             cands = [balancer.Candidate(s.queue_len, s.ewma_s, s.has_room, s.last_given) for s in slots]
             while any_queue:

@@ -48,7 +48,10 @@ class JoinHandle(Generic[R]):
         :class:`~procoord.WorkerLostError`, ..., or :class:`asyncio.CancelledError` when
         the task was cancelled.
         """
-        pair = await asyncio.shield(self._future)
+        future = self._future
+        # shield: cancelling the awaiter must not cancel the task (one extra loop turn,
+        # skipped when the result is already there).
+        pair = future.result() if future.done() else await asyncio.shield(future)
         if self._transform is None:
             return pair  # type: ignore[return-value]
         return self._transform(pair)

@@ -247,3 +247,74 @@ def spin_until(paths: tuple[str, str]) -> str:
         n += 1
         if n % 10000 == 0 and os.path.exists(stop):
             return "spun"
+
+
+# -- the crash matrix's fault injection -------------------------------------------
+
+
+def do_fault(how: str) -> Any:
+    """Fail the way ``how`` says, wherever this runs."""
+    if how == "exception":
+        raise ValueError("injected fault")
+    if how == "stubborn":
+        raise StubbornError(1, 2)
+    if how == "sys.exit":
+        sys.exit(5)
+    if how == "os._exit":
+        os._exit(6)
+    if how == "sigsegv":
+        os.kill(os.getpid(), signal.SIGSEGV)
+    raise AssertionError(f"unknown fault {how!r}")
+
+
+class FaultAtPickle:
+    """Fails while being pickled."""
+
+    def __init__(self, how: str) -> None:
+        self.how = how
+
+    def __reduce__(self) -> Any:
+        do_fault(self.how)
+        return (str, ("unreachable",))
+
+
+class FaultAtUnpickle:
+    """Pickles fine; fails while being unpickled."""
+
+    def __init__(self, how: str) -> None:
+        self.how = how
+
+    def __reduce__(self) -> Any:
+        return (do_fault, (self.how,))
+
+
+BIG_RESULT_BYTES = 200 * 2**20
+
+
+def faulty(spec: tuple[str, str]) -> Any:
+    """A processor that fails at the stage and in the way ``spec`` names."""
+    stage, how = spec
+    if stage == "run":
+        return do_fault(how)
+    if stage == "pickle-result":
+        return FaultAtPickle(how)
+    if stage == "unpickle-result":
+        return FaultAtUnpickle(how)
+    if stage == "big-result":
+        return b"x" * BIG_RESULT_BYTES
+    if stage == "ok":
+        return how
+    raise AssertionError(stage)
+
+
+class FaultyProcessor:
+    """A processor whose rebuilding in the worker fails as ``how`` says."""
+
+    def __init__(self, how: str) -> None:
+        self.how = how
+
+    def __reduce__(self) -> Any:
+        return (do_fault, (self.how,))
+
+    def do_work(self, task: Any) -> Any:
+        return task

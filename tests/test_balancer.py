@@ -105,8 +105,9 @@ def test_preferred_fits(queue_len: int, threshold: int, fits: bool) -> None:
     ("ewma", "round_trip", "cap", "expected"),
     [
         (None, 1e-4, 64, 2),  # unknown: shallow
-        (1.0, 1e-4, 64, 2),  # long tasks: the next one waits in the worker, the rest in the parent
-        (1e-3, 1e-4, 64, 2),
+        (1.0, 1e-4, 64, 1),  # long tasks bind as late as possible
+        (5e-3, 1e-4, 64, 1),  # 50 round trips: the idle gap costs 2%
+        (1e-3, 1e-4, 64, 2),  # middling: the next one waits in the worker, the rest in the parent
         (1e-5, 1e-4, 64, 11),  # tiny tasks: enough to cover a round trip
         (1e-7, 1e-4, 64, 64),  # capped
     ],

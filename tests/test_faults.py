@@ -41,7 +41,9 @@ async def wait_for_state(coord: Coordinator, ident: object, *states: str, restar
     ],
     ids=["os._exit", "sys.exit", "SIGKILL-inside", "segfault"],
 )
-async def test_worker_death_fails_only_running_task(coord: Coordinator, beacons: BeaconFactory, kind: str, exit_words: str) -> None:
+async def test_worker_death_fails_only_running_task(
+    coord: Coordinator, beacons: BeaconFactory, kind: str, exit_words: str
+) -> None:
     """Test that a dying worker fails its running task with WorkerLostError and is restarted."""
     await coord.add_worker("w", _funcs.started_then)
     old_pid = (await coord.stats())["w"].pid

@@ -99,7 +99,21 @@ def test_format_stats_table() -> None:
     }
     table = format_stats(rows)
     lines = table.splitlines()
-    assert lines[0].split() == ["worker", "state", "pid", "queue", "done", "failed", "ewma", "ms", "cpu", "%", "rss", "MiB", "restarts"]
+    assert lines[0].split() == [
+        "worker",
+        "state",
+        "pid",
+        "queue",
+        "done",
+        "failed",
+        "ewma",
+        "ms",
+        "cpu",
+        "%",
+        "rss",
+        "MiB",
+        "restarts",
+    ]
     assert len({len(line) for line in lines}) == 1  # aligned
     assert "alpha" in lines[2] and "busy" in lines[2] and "1.500" in lines[2] and "50.0" in lines[2]
     assert lines[-1].split()[:2] == ["total", "2"]
