@@ -30,7 +30,7 @@ import psutil
 import uvloop
 
 from . import _wire
-from ._wire import HEADER, Kind
+from ._wire import HEADER, Batch, Kind
 from .errors import SerializationError
 from .processor import ProcessorSpec, build_processor
 
@@ -204,7 +204,10 @@ class WorkerCore:
                 continue
             started = time.perf_counter()
             try:
-                result = do_work(task)
+                if type(task) is Batch:
+                    result = _run_batch(do_work, is_async, task)
+                else:
+                    result = do_work(task)
                 if is_async or (type(result) not in _PLAIN_TYPES and inspect.isawaitable(result)):
                     self.current = asyncio.ensure_future(result)
                     self.current_id = task_id
@@ -223,7 +226,12 @@ class WorkerCore:
             elapsed = time.perf_counter() - started
             ran_long = elapsed > CHECK_INPUT_AFTER_S
             try:
-                data = _wire.dumps(result, "result")
+                try:
+                    data = _wire.dumps(result, "result")
+                except SerializationError:
+                    if type(task) is not Batch:
+                        raise
+                    data = _wire.dumps(_picklable_outcomes(result), "result")
             except SerializationError as exc:
                 self.send(Kind.BAD_RESULT, task_id, elapsed, _pack_error(exc, "result"))
                 continue
@@ -300,6 +308,50 @@ class _Worker(WorkerCore):
             except psutil.Error:
                 continue
             self.send(Kind.LOAD, rss, cpu)
+
+
+def _run_batch(do_work: Callable[[Any], Any], is_async: bool, items: Batch) -> Any:
+    """Run every item of a batch in order; each gives (True, result) or (False, error).
+
+    Returns the outcomes, or a coroutine of them for an async processor (so the batch
+    can be cancelled like any async task)."""
+    if is_async:
+        return _run_batch_async(do_work, items)
+    outcomes: list[tuple[bool, Any]] = []
+    for item in items:
+        try:
+            result = do_work(item)
+            if type(result) not in _PLAIN_TYPES and inspect.isawaitable(result):
+                raise TypeError("a sync processor returned an awaitable inside a batch")
+            outcomes.append((True, result))
+        except Exception as exc:
+            outcomes.append((False, _pack_error(exc, "error")))
+    return outcomes
+
+
+async def _run_batch_async(do_work: Callable[[Any], Any], items: Batch) -> list[tuple[bool, Any]]:
+    outcomes: list[tuple[bool, Any]] = []
+    for item in items:
+        try:
+            outcomes.append((True, await do_work(item)))
+        except Exception as exc:
+            outcomes.append((False, _pack_error(exc, "error")))
+    return outcomes
+
+
+def _picklable_outcomes(outcomes: list[tuple[bool, Any]]) -> list[tuple[bool | None, Any]]:
+    """Replace results that cannot be pickled by (None, error), so one bad result does
+    not fail the whole batch."""
+    checked: list[tuple[bool | None, Any]] = []
+    for ok, value in outcomes:
+        if ok:
+            try:
+                _wire.dumps(value, "result")
+            except SerializationError as exc:
+                checked.append((None, _pack_error(exc, "result")))
+                continue
+        checked.append((ok, value))
+    return checked
 
 
 def _pack_error(exc: BaseException, what: str) -> bytes:

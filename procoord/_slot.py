@@ -49,7 +49,7 @@ BACKOFF_MAX_S = 5.0
 class Task:
     """The coordinator's record of one task."""
 
-    __slots__ = ("future", "id", "payload", "prefs", "slot", "started_at", "timeout", "written_at")
+    __slots__ = ("future", "id", "payload", "prefs", "size", "slot", "started_at", "timeout", "written_at")
 
     def __init__(
         self, task_id: int, payload: bytes, prefs: Pref, future: asyncio.Future[Any], timeout: float | None
@@ -59,6 +59,7 @@ class Task:
         self.prefs = prefs
         self.future = future
         self.timeout = timeout
+        self.size = 0  # the number of items of a batch; 0 for a single task
         self.slot: WorkerSlot | None = None
         self.written_at = 0.0
         self.started_at = 0.0
@@ -282,7 +283,7 @@ class WorkerSlot:
             if task is None:
                 continue  # finished already (timed out)
             if kind == Kind.RESULT:
-                self._measured(task, number)
+                self._measured(task, number / task.size if task.size else number)
                 try:
                     value = pickle.loads(payload)
                 except BaseException as exc:  # a result that exits on unpickling must not stop the loop
@@ -297,7 +298,10 @@ class WorkerSlot:
                         ),
                     )
                     continue
-                self.completed += 1
+                if task.size:
+                    value = self._batch_outcomes(value)
+                else:
+                    self.completed += 1
                 owner.task_finished(task, result=(value, self.ident))
             elif kind == Kind.ERROR:
                 self._measured(task, number)
@@ -327,6 +331,22 @@ class WorkerSlot:
             if trip > 0:
                 self.round_trip_s = balancer.update_ewma(self.round_trip_s, trip)
         self.depth = balancer.window_depth(self.ewma_s, self.round_trip_s, MAX_WINDOW)
+
+    def _batch_outcomes(self, raw: list[tuple[bool | None, Any]]) -> list[tuple[bool, Any]]:
+        """A batch's outcomes as (True, result) or (False, exception), counted one by one."""
+        outcomes: list[tuple[bool, Any]] = []
+        for ok, value in raw:
+            if ok:
+                self.completed += 1
+                outcomes.append((True, value))
+                continue
+            self.failed += 1
+            if ok is None:  # the result could not be pickled in the worker
+                _exc, _text, summary = pickle.loads(value)
+                outcomes.append((False, SerializationError("result", f"cannot pickle it in the worker: {summary}")))
+            else:
+                outcomes.append((False, self._task_error(value)))
+        return outcomes
 
     def _task_error(self, payload: bytes) -> TaskProcessError:
         exc_bytes, text, summary = pickle.loads(payload)

@@ -41,6 +41,13 @@ class Kind(IntEnum):
     LOAD = 18
 
 
+class Batch(list):  # type: ignore[type-arg]
+    """Several tasks sent as one: the worker runs each in order and returns a list of
+    (ok, result-or-packed-error) outcomes. Used by ``Coordinator.run_batch``."""
+
+    __slots__ = ()
+
+
 def frame(kind: Kind, task_id: int = 0, number: float = 0.0, payload: bytes = b"") -> bytes:
     """One frame as bytes."""
     return HEADER.pack(len(payload), kind, task_id, number) + payload

@@ -316,6 +316,26 @@ class Coordinator:
     ) -> JoinHandle[tuple[Any, Hashable]]:
         """Like :meth:`run`, without waiting for ``max_pending``; must be called on the
         coordinator's event loop."""
+        return self._submit(task, prefs, timeout, 0)
+
+    async def run_batch(
+        self, tasks: Sequence[Any], prefs: Pref = ANY, *, timeout: float | None = None
+    ) -> JoinHandle[tuple[list[tuple[bool, Any]], Hashable]]:
+        """Queue several tasks as one unit: one pickle, one frame, one worker, run in order.
+
+        The handle's join gives ``(outcomes, worker)``, one outcome per task:
+        ``(True, result)`` or ``(False, exception)``. Routing, timeouts (for the whole
+        batch), cancellation and crashes apply to the batch as a whole. Cheap tasks
+        gain the most: the per-task cost of the channel is paid once per batch.
+        """
+        self._check_open()
+        if not tasks:
+            raise ValueError("run_batch needs at least one task")
+        if self.max_pending is not None and self._unfinished >= self.max_pending:
+            await self._wait_for_space()
+        return self._submit(_wire.Batch(tasks), prefs, timeout, len(tasks))
+
+    def _submit(self, task: Any, prefs: Pref, timeout: float | None, size: int) -> JoinHandle[Any]:
         self._check_open()
         if type(prefs) not in _PREF_TYPES:
             raise TypeError(
@@ -345,6 +365,7 @@ class Coordinator:
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
         record = Task(next(self._ids), payload, prefs, loop.create_future(), timeout)
+        record.size = size
         self._unfinished += 1
         if slot is not None:
             if not slot.routable:

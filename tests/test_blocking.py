@@ -12,7 +12,6 @@ import textwrap
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import psutil
 import pytest
@@ -194,7 +193,7 @@ def test_close_is_final_and_idempotent() -> None:
     """Test that close stops every worker and the loop thread, may be repeated, and refuses new work."""
     bc = BlockingCoordinator()
     bc.add_worker("w", _funcs.getpid)
-    pid, _ = bc.call()
+    pid, _ = bc.call(0)
     bc.close()
     bc.close()
     assert bc.closed and bc.loop.is_closed() and not psutil.pid_exists(pid)
@@ -228,7 +227,7 @@ def test_collected_without_close_stops_its_workers() -> None:
     """Test that a facade dropped without close stops its workers and its thread."""
     bc = BlockingCoordinator()
     bc.add_worker("w", _funcs.getpid)
-    pid, _ = bc.call()
+    pid, _ = bc.call(0)
     loop = bc.loop
     del bc
     gc.collect()
