@@ -3,9 +3,11 @@
 The path of the items::
 
     iterable (sync or async, pulled lazily, one item at a time)
-      -> coord.run(item)   while fewer than `window` tasks are outstanding
-      -> ordered:   a deque of handles; the head is awaited, later ones wait their turn
-         unordered: one small watcher per handle pushes the outcome to `finished`
+      -> chunks of items: coord.run(item) for one, coord.run_batch(items) for several
+         (chunks grow while tasks are cheap, so the channel's cost is paid per chunk),
+         while fewer than `window` items are outstanding
+      -> ordered:   a deque of chunks; the head is awaited, later ones wait their turn
+         unordered: one small watcher per chunk pushes the outcomes to `finished`
       -> __anext__ yields (result, worker), or the error (raised, or yielded with
          return_exceptions=True)
 
@@ -20,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Hashable, Iterable, Iterator, Sized
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Generator, Hashable, Iterable, Iterator, Sized
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
 
@@ -34,10 +36,19 @@ if TYPE_CHECKING:
 
 __all__ = ("DEFAULT_WINDOW", "MapIterator")
 
-# Tasks outstanding at once by default: enough to keep a few workers' in-flight windows
-# full (a worker takes at most 64 at a time), small enough that cancelling on ``break``
-# wastes little and the buffered results stay a few kilobytes to megabytes.
-DEFAULT_WINDOW = 64
+# Tasks outstanding at once by default: room for several chunks of cheap tasks per
+# worker (so the channel is never the bottleneck), small enough that the buffered
+# results stay in the megabytes and a ``break`` cancels tasks that never run.
+DEFAULT_WINDOW = 1024
+
+# Chunks are sized so that one takes about this long to run: long enough that the
+# channel's per-task cost (tens of microseconds) is small, short enough to balance.
+TARGET_CHUNK_S = 0.002
+
+# At most this many items per chunk, and at least this many chunks per worker in the
+# window, so every worker always has a chunk to start on.
+MAX_CHUNK = 512
+CHUNKS_PER_WORKER = 2
 
 T = TypeVar("T")
 
@@ -54,6 +65,44 @@ class _Failed:
 
 
 _Outcome = _Pair | _Failed
+
+
+class _Ready:
+    """An awaitable that is already done (the fast path of ``__anext__``)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        yield from ()
+        return self.value
+
+
+class _Chunk:
+    """One submitted unit: a single task, or a batch of ``size`` items."""
+
+    __slots__ = ("batch", "handle", "size")
+
+    def __init__(self, handle: JoinHandle[Any], size: int, batch: bool) -> None:
+        self.handle = handle
+        self.size = size
+        self.batch = batch
+
+    async def outcomes(self) -> list[_Outcome]:
+        """Wait for the chunk; its outcomes, one per item, in order."""
+        try:
+            value, worker = await self.handle
+        except asyncio.CancelledError:
+            if not self.handle.done():
+                raise  # the consumer was cancelled, not the task
+            return [_Failed(asyncio.CancelledError())] * self.size
+        except Exception as exc:  # the whole chunk failed (worker lost, timeout)
+            return [_Failed(exc)] * self.size
+        if not self.batch:
+            return [(value, worker)]
+        return [(result, worker) if ok else _Failed(result) for ok, result in value]
 
 
 @final
@@ -95,11 +144,13 @@ class MapIterator(Generic[T]):
         self._bar: ProgressBar | None = None
         if progress:
             self._bar = open_bar(len(iterable) if isinstance(iterable, Sized) else None)
-        # Ordered: handles (or failures) in input order.
-        self._queue: deque[JoinHandle[_Pair] | _Failed] = deque()
-        # Unordered: the handles still running, with their watchers, and the outcomes
-        # that arrived and are not yielded yet.
-        self._watchers: dict[JoinHandle[_Pair], asyncio.Task[None]] = {}
+        # Ordered: chunks (or failures) in input order.
+        self._queue: deque[_Chunk | _Failed] = deque()
+        self._queued_items = 0
+        # Unordered: the chunks still running, with their watchers. Both modes: the
+        # outcomes that arrived and are not yielded yet.
+        self._watchers: dict[_Chunk, asyncio.Task[None]] = {}
+        self._watched_items = 0
         self._finished: deque[_Outcome] = deque()
         self._wakeup: asyncio.Future[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -112,7 +163,16 @@ class MapIterator(Generic[T]):
     def __aiter__(self) -> MapIterator[T]:
         return self
 
-    async def __anext__(self) -> T:
+    def __anext__(self) -> Awaitable[T]:
+        finished = self._finished
+        if finished and not self._closed and not self._busy and self._bar is None:
+            outcome = finished[0]
+            if type(outcome) is tuple:  # a plain result, already here: no coroutine needed
+                finished.popleft()
+                return _Ready(outcome)
+        return self._anext()
+
+    async def _anext(self) -> T:
         if self._closed:
             raise StopAsyncIteration
         if self._busy:
@@ -149,78 +209,111 @@ class MapIterator(Generic[T]):
     @property
     def outstanding(self) -> int:
         """Tasks submitted and not yet yielded (never more than ``window``)."""
-        return len(self._queue) + len(self._watchers) + len(self._finished)
+        return self._queued_items + self._watched_items + len(self._finished)
 
-    async def _fill(self) -> None:
-        """Submit items until ``window`` are outstanding or the input ends."""
-        while not self._exhausted and not self._closed and self.outstanding < self._window:
+    def _chunk_size(self, room: int) -> int:
+        """Items for the next chunk: 1 until task times are known, then as many as run in
+        about TARGET_CHUNK_S, leaving room in the window for every worker."""
+        task_s = self._coord._task_time_estimate()
+        if task_s is None:
+            return 1
+        workers = max(1, len(self._coord))
+        by_time = int(TARGET_CHUNK_S / max(task_s, 1e-7))
+        by_window = self._window // (CHUNKS_PER_WORKER * workers)
+        return max(1, min(room, MAX_CHUNK, by_time, by_window))
+
+    async def _pull(self, count: int) -> list[Any]:
+        """Up to ``count`` items from the input (fewer at its end)."""
+        items: list[Any] = []
+        while len(items) < count:
             if self._items is not None:
                 try:
-                    item = next(self._items)
+                    items.append(next(self._items))
                 except StopIteration:
                     self._exhausted = True
-                    return
+                    break
             else:
                 assert self._aitems is not None
                 try:
-                    item = await anext(self._aitems)
+                    items.append(await anext(self._aitems))
                 except StopAsyncIteration:
                     self._exhausted = True
-                    return
-            try:
-                handle = await self._coord.run(item, self._prefs, timeout=self._timeout)
-            except SerializationError as exc:
-                # This item's own failure: it takes its place like any failed task.
-                self._add_failure(exc)
-                continue
-            if self.closed:  # closed while run() waited for max_pending
-                handle.cancel()
-                return
-            self._add(handle)
+                    break
+        return items
 
-    def _add(self, handle: JoinHandle[_Pair]) -> None:
+    async def _fill(self) -> None:
+        """Submit chunks until ``window`` items are outstanding or the input ends."""
+        while not self._exhausted and not self._closed and self.outstanding < self._window:
+            room = self._window - self.outstanding
+            items = await self._pull(self._chunk_size(room))
+            if not items:
+                return
+            if len(items) > 1:
+                try:
+                    handle = await self._coord.run_batch(items, self._prefs, timeout=self._timeout)
+                except SerializationError:
+                    pass  # one item cannot be pickled: submit them one by one, so it fails alone
+                else:
+                    if not self._add(_Chunk(handle, len(items), batch=True)):
+                        return
+                    continue
+            for item in items:
+                try:
+                    single = await self._coord.run(item, self._prefs, timeout=self._timeout)
+                except SerializationError as exc:
+                    # This item's own failure: it takes its place like any failed task.
+                    self._add_failure(exc)
+                    continue
+                if not self._add(_Chunk(single, 1, batch=False)):
+                    return
+
+    def _add(self, chunk: _Chunk) -> bool:
+        if self._closed:  # closed while run() waited for max_pending
+            chunk.handle.cancel()
+            return False
         if self._ordered:
-            self._queue.append(handle)
-            return
+            self._queue.append(chunk)
+            self._queued_items += chunk.size
+            return True
         assert self._loop is not None
-        watcher = self._loop.create_task(_watch(handle, weakref.ref(self)))
-        self._watchers[handle] = watcher
+        watcher = self._loop.create_task(_watch(chunk, weakref.ref(self)))
+        self._watchers[chunk] = watcher
+        self._watched_items += chunk.size
+        return True
 
     def _add_failure(self, error: BaseException) -> None:
         if self._ordered:
             self._queue.append(_Failed(error))
+            self._queued_items += 1
         else:
             self._finished.append(_Failed(error))
 
-    def _deliver(self, handle: JoinHandle[_Pair], outcome: _Outcome) -> None:
-        """A watched task finished (unordered mode)."""
-        if self._watchers.pop(handle, None) is None:
+    def _deliver(self, chunk: _Chunk, outcomes: list[_Outcome]) -> None:
+        """A watched chunk finished (unordered mode)."""
+        if self._watchers.pop(chunk, None) is None:
             return  # closed meanwhile
-        self._finished.append(outcome)
+        self._watched_items -= chunk.size
+        self._finished.extend(outcomes)
         if self._wakeup is not None and not self._wakeup.done():
             self._wakeup.set_result(None)
 
     async def _next_ordered(self) -> _Outcome | None:
+        if self._finished:
+            return self._finished.popleft()
         await self._fill()
         if not self._queue:
             return None
         head = self._queue[0]
-        outcome: _Outcome
         if isinstance(head, _Failed):
-            outcome = head
+            outcomes: list[_Outcome] = [head]
         else:
-            try:
-                outcome = await head
-            except asyncio.CancelledError as exc:
-                if not head.done():
-                    raise  # the consumer was cancelled, not the task
-                outcome = _Failed(exc)
-            except Exception as exc:
-                outcome = _Failed(exc)
+            outcomes = await head.outcomes()
         if self._closed:
             return None
         self._queue.popleft()
-        return outcome
+        self._queued_items -= len(outcomes)
+        self._finished.extend(outcomes)
+        return self._finished.popleft()
 
     async def _next_unordered(self) -> _Outcome | None:
         await self._fill()
@@ -245,17 +338,21 @@ class MapIterator(Generic[T]):
         if self._closed:
             return
         self._closed = True
-        handles = [h for h in self._queue if isinstance(h, JoinHandle)]
-        handles.extend(self._watchers)
-        watchers = list(self._watchers.values())
+        handles, watchers = self._outstanding_work()
         self._queue.clear()
         self._watchers.clear()
         self._finished.clear()
+        self._queued_items = self._watched_items = 0
         _cancel_all(handles, watchers)
         if self._wakeup is not None and not self._wakeup.done():
             self._wakeup.set_result(None)
         if self._bar is not None:
             self._bar.close()
+
+    def _outstanding_work(self) -> tuple[list[JoinHandle[Any]], list[asyncio.Task[None]]]:
+        handles = [c.handle for c in self._queue if isinstance(c, _Chunk)]
+        handles.extend(c.handle for c in self._watchers)
+        return handles, list(self._watchers.values())
 
     async def aclose(self) -> None:
         """Close the iterator (see :meth:`close`)."""
@@ -279,9 +376,7 @@ class MapIterator(Generic[T]):
             self.close()
             return
         self._closed = True
-        handles = [h for h in self._queue if isinstance(h, JoinHandle)]
-        handles.extend(self._watchers)
-        watchers = list(self._watchers.values())
+        handles, watchers = self._outstanding_work()
         if self._bar is not None:
             self._bar.close()
         try:
@@ -295,19 +390,15 @@ class MapIterator(Generic[T]):
         return f"<MapIterator {state} {mode} outstanding={self.outstanding} window={self._window}>"
 
 
-async def _watch(handle: JoinHandle[_Pair], sink: weakref.ref[MapIterator[Any]]) -> None:
-    """Wait for one task and hand its outcome to the iterator, if it still exists.
+async def _watch(chunk: _Chunk, sink: weakref.ref[MapIterator[Any]]) -> None:
+    """Wait for one chunk and hand its outcomes to the iterator, if it still exists.
 
     It holds the iterator only weakly, so a dropped iterator is collected (and cancels
     its tasks) while its watchers still wait."""
-    outcome: _Outcome
-    try:
-        outcome = await handle
-    except (Exception, asyncio.CancelledError) as exc:
-        outcome = _Failed(exc)
+    outcomes = await chunk.outcomes()
     target = sink()
     if target is not None:
-        target._deliver(handle, outcome)
+        target._deliver(chunk, outcomes)
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
@@ -317,7 +408,7 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-def _cancel_all(handles: list[JoinHandle[_Pair]], watchers: list[asyncio.Task[None]]) -> None:
+def _cancel_all(handles: list[JoinHandle[Any]], watchers: list[asyncio.Task[None]]) -> None:
     for handle in handles:
         handle.cancel()
     for watcher in watchers:

@@ -221,7 +221,9 @@ class WorkerCore:
                 self.send(Kind.CANCELLED, task_id)
                 continue
             except Exception as exc:
-                self.send(Kind.ERROR, task_id, time.perf_counter() - started, _pack_error(exc, "error"))
+                elapsed = time.perf_counter() - started
+                ran_long = elapsed > CHECK_INPUT_AFTER_S
+                self.send(Kind.ERROR, task_id, elapsed, _pack_error(exc, "error"))
                 continue
             elapsed = time.perf_counter() - started
             ran_long = elapsed > CHECK_INPUT_AFTER_S

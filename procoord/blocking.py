@@ -59,7 +59,11 @@ class _LoopThread:
         started: concurrent.futures.Future[None] = concurrent.futures.Future()
         self.thread = threading.Thread(target=self._main, args=(build, started), name="procoord-loop", daemon=True)
         self.thread.start()
-        started.result()  # a constructor error (a bad argument) is raised here
+        try:
+            started.result()  # a constructor error (a bad argument) is raised here
+        except BaseException:
+            self.thread.join()
+            raise
 
     def _main(self, build: Callable[[], Coordinator], started: concurrent.futures.Future[None]) -> None:
         loop = self.loop

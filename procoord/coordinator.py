@@ -452,9 +452,20 @@ class Coordinator:
             self._space_waiters.append(waiter)
             try:
                 await waiter
-            finally:
-                if not waiter.done():
+            except BaseException:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake_space_waiter()  # woken but leaving: pass the wake-up on
+                else:
                     waiter.cancel()
+                raise
+
+    def _wake_space_waiter(self) -> None:
+        waiters = self._space_waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
 
     def _cancel(self, task: Task) -> bool:
         if task.future.done():
@@ -497,12 +508,8 @@ class Coordinator:
 
     def _task_left(self) -> None:
         self._unfinished -= 1
-        waiters = self._space_waiters
-        while waiters:
-            waiter = waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                break
+        if self._space_waiters:
+            self._wake_space_waiter()
         if self._unfinished == 0 and self._drained is not None and not self._drained.done():
             self._drained.set_result(None)
 
@@ -583,6 +590,11 @@ class Coordinator:
         """A snapshot of every worker's load, keyed by ident. Never waits on a worker:
         load figures are those the workers last reported (every 0.25 s by default)."""
         return {ident: slot.snapshot() for ident, slot in self._slots.items()}
+
+    def _task_time_estimate(self) -> float | None:
+        """Mean measured task time of the ready workers (seconds), or None before any."""
+        times = [s.ewma_s for s in self._slots.values() if s.ready and s.ewma_s is not None]
+        return sum(times) / len(times) if times else None
 
     @property
     def pending(self) -> int:

@@ -25,6 +25,7 @@ from procoord import (
     TaskPrefs,
     TaskProcessError,
 )
+from procoord.interface import InterfaceClient
 
 from . import _funcs
 from .conftest import DEADLOCK_TIMEOUT, Beacon, BeaconFactory
@@ -46,7 +47,8 @@ def _signal(beacon: Beacon) -> None:
 
 @procoord.interface
 class Greeter:
-    async def greet(self, name: str) -> str: ...
+    async def greet(self, name: str) -> str:
+        raise NotImplementedError
 
 
 class EnglishGreeter(Greeter.Processor):  # type: ignore[name-defined,misc]
@@ -102,7 +104,7 @@ def test_run_coroutine_reaches_the_whole_async_api(bc: BlockingCoordinator) -> N
     bc.add_worker("w", _funcs.double)
     handle = bc.run_coroutine(bc.coordinator.run(4))
     assert bc.run_coroutine(handle.join()) == (8, "w")
-    greeter = Greeter(bc.coordinator)  # type: ignore[call-arg]
+    greeter = InterfaceClient(Greeter, bc.coordinator)
     bc.run_coroutine(greeter.add_worker("g", EnglishGreeter()))
     assert bc.run_coroutine(greeter.require("g").greet("bob").join()) == ("hello bob", "g")
     with pytest.raises(TimeoutError):
@@ -189,6 +191,14 @@ def test_blocking_map_break_cancels_queued_tasks(bc: BlockingCoordinator, beacon
 # -- closing ------------------------------------------------------------------------------
 
 
+def test_bad_arguments_raise_in_the_caller() -> None:
+    """Test that a bad constructor argument raises in the caller and leaves no thread behind."""
+    before = threading.active_count()
+    with pytest.raises(ValueError, match="queue_threshold"):
+        BlockingCoordinator(queue_threshold=0)
+    assert threading.active_count() == before
+
+
 def test_close_is_final_and_idempotent() -> None:
     """Test that close stops every worker and the loop thread, may be repeated, and refuses new work."""
     bc = BlockingCoordinator()
@@ -203,24 +213,15 @@ def test_close_is_final_and_idempotent() -> None:
         bc.add_worker("x", _funcs.double)
 
 
-def test_error_in_with_block_drops_queued_work(beacons: BeaconFactory) -> None:
-    """Test that an exception in the with block closes with cancel_pending: queued tasks fail."""
-    started, release = beacons(), beacons()
+def test_error_in_with_block_drops_queued_work() -> None:
+    """Test that an exception in the with block closes with cancel_pending: queued tasks fail at once."""
     with pytest.raises(RuntimeError, match="user error"), BlockingCoordinator() as bc:
-        bc.add_worker("w", _funcs.Counter())
-        held = bc.run(("hold", started.path, release.path))
-        queued = bc.run("queued")
-        _wait(started)
-
-        def release_after_close() -> None:
-            concurrent.futures.wait([queued], DEADLOCK_TIMEOUT)  # failed by close()
-            _signal(release)
-
-        threading.Thread(target=release_after_close, daemon=True).start()
+        bc.add_worker("w", _funcs.spin)
+        futures = [bc.run(0.01) for _ in range(300)]  # 3 s of work
         raise RuntimeError("user error")
-    assert held.result(DEADLOCK_TIMEOUT) == ("released", "w")
-    with pytest.raises(CoordinatorClosedError):
-        queued.result(DEADLOCK_TIMEOUT)
+    outcomes = [f.exception(DEADLOCK_TIMEOUT) for f in futures]
+    assert all(e is None or isinstance(e, CoordinatorClosedError) for e in outcomes)
+    assert sum(isinstance(e, CoordinatorClosedError) for e in outcomes) > 250
 
 
 def test_collected_without_close_stops_its_workers() -> None:

@@ -107,7 +107,10 @@ class _ActorCore(WorkerCore):
             was_empty = not self.inbox
             self.inbox.extend(frames)
         if was_empty and self.loop is not None:
-            self.loop.call_soon_threadsafe(self.read_pending)
+            try:
+                self.loop.call_soon_threadsafe(self.read_pending)
+            except RuntimeError:  # the core has ended (after a STOP): nothing to do
+                pass
 
     def read_pending(self) -> None:
         with self.inbox_lock:
