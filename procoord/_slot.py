@@ -102,6 +102,7 @@ class WorkerSlot:
         self.queue: deque[Task] = deque()
         self.inflight: dict[int, Task] = {}
         self.ewma_s: float | None = None
+        self.recent_max_s = 0.0
         self.round_trip_s = INITIAL_ROUND_TRIP_S
         self.depth = balancer.window_depth(None, INITIAL_ROUND_TRIP_S, MAX_WINDOW)
         self.completed = 0
@@ -326,11 +327,12 @@ class WorkerSlot:
 
     def _measured(self, task: Task, run_s: float) -> None:
         self.ewma_s = balancer.update_ewma(self.ewma_s, run_s)
+        self.recent_max_s = balancer.decay_max(self.recent_max_s, run_s)
         if task.started_at == task.written_at:  # written to an idle worker
             trip = time.perf_counter() - task.written_at - run_s
             if trip > 0:
                 self.round_trip_s = balancer.update_ewma(self.round_trip_s, trip)
-        self.depth = balancer.window_depth(self.ewma_s, self.round_trip_s, MAX_WINDOW)
+        self.depth = balancer.window_depth(self.ewma_s, self.round_trip_s, MAX_WINDOW, self.recent_max_s)
 
     def _batch_outcomes(self, raw: list[tuple[bool | None, Any]]) -> list[tuple[bool, Any]]:
         """A batch's outcomes as (True, result) or (False, exception), counted one by one."""

@@ -15,6 +15,7 @@ __all__ = (
     "ALPHA",
     "DEFAULT_STANDIN_S",
     "Candidate",
+    "decay_max",
     "pick_best",
     "pick_for_pull",
     "preferred_fits",
@@ -29,6 +30,10 @@ ALPHA = 0.5
 
 # Tasks this many round trips long or longer are written one at a time (window of 1).
 LATE_BINDING_FACTOR = 50.0
+
+# Per task, the remembered longest run time shrinks by this factor: a long task keeps a
+# worker's window shallow for a few dozen short tasks after it.
+RECENT_MAX_DECAY = 0.9
 
 # The stand-in task time when no worker has measured one yet.
 DEFAULT_STANDIN_S = 0.001
@@ -112,18 +117,23 @@ def preferred_fits(queue_len: int, queue_threshold: int) -> bool:
     return queue_len < queue_threshold
 
 
-def window_depth(ewma_s: float | None, round_trip_s: float, max_depth: int) -> int:
+def window_depth(ewma_s: float | None, round_trip_s: float, max_depth: int, recent_max_s: float = 0.0) -> int:
     """How many tasks to keep written to one worker's pipe.
 
     Enough to cover one round trip of the channel (``1 + round_trip / ewma``) so tiny
-    tasks stream; 2 for middling tasks, so the next one is ready in the worker; 1 for
-    tasks so long that the idle round trip between two of them costs under 2%: they
-    bind as late as possible and everything else stays in the parent, where it can
-    still be re-routed or cancelled.
+    tasks stream; 2 for middling tasks, so the next one is ready in the worker; 1 when
+    the worker's tasks are long, or recently included a long one (``recent_max_s``):
+    then the idle round trip between two tasks costs little, while a task bound behind
+    a long one could wait for it even though another worker is free.
     """
     if ewma_s is None:
         return 2
-    if ewma_s >= LATE_BINDING_FACTOR * round_trip_s:
+    if max(ewma_s, recent_max_s) >= LATE_BINDING_FACTOR * round_trip_s:
         return 1
     depth = 1 + math.ceil(round_trip_s / max(ewma_s, 1e-7))
     return max(2, min(depth, max_depth))
+
+
+def decay_max(previous: float, sample_s: float, decay: float = RECENT_MAX_DECAY) -> float:
+    """A slowly forgetting maximum of run times (see ``window_depth``)."""
+    return max(sample_s, previous * decay)

@@ -7,6 +7,7 @@ import pytest
 from procoord.balancer import (
     DEFAULT_STANDIN_S,
     Candidate,
+    decay_max,
     pick_best,
     pick_for_pull,
     preferred_fits,
@@ -115,3 +116,14 @@ def test_preferred_fits(queue_len: int, threshold: int, fits: bool) -> None:
 def test_window_depth(ewma: float | None, round_trip: float, cap: int, expected: int) -> None:
     """Test that the in-flight window covers one round trip, within [2, cap]."""
     assert window_depth(ewma, round_trip, cap) == expected
+
+
+def test_window_depth_after_a_long_task() -> None:
+    """Test that a recent long task keeps the window at 1 until it is forgotten."""
+    recent = 0.0
+    recent = decay_max(recent, 0.1)  # one 100 ms task among 1 ms tasks
+    assert window_depth(1e-3, 1e-4, 64, recent) == 1
+    for _ in range(60):
+        recent = decay_max(recent, 1e-3)
+    assert recent < 5e-3
+    assert window_depth(1e-3, 1e-4, 64, recent) == 2
