@@ -118,6 +118,7 @@ class WorkerSlot:
         self._head: Task | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timed_out: Task | None = None
+        self._kill_reason = ""
         self._restart_task: asyncio.Task[None] | None = None
         self._stopped: asyncio.Future[None] | None = None
 
@@ -183,8 +184,10 @@ class WorkerSlot:
         if self._stopped is not None:
             await asyncio.shield(self._stopped)
 
-    def kill(self) -> None:
-        """End the process now (used when a stop takes too long)."""
+    def kill(self, reason: str = "") -> None:
+        """End the process now (used when a stop takes too long); ``reason`` goes into
+        the WorkerLostError of the task it was running."""
+        self._kill_reason = reason
         if self.channel is not None:
             self.channel.kill()
 
@@ -373,12 +376,14 @@ class WorkerSlot:
         inflight = list(self.inflight.values())
         self.inflight.clear()
         if self.state == "stopping":
-            # A clean stop: nothing should be in flight; anything that is lost its worker.
-            for task in inflight:
+            # A clean stop leaves nothing in flight; after a kill, the running task is
+            # lost and the ones behind it never started.
+            if inflight:
                 self.failed += 1
-                self.owner.task_finished(
-                    task, error=WorkerLostError(self.ident, channel_pid, exitcode, "while stopping")
-                )
+                detail = self._kill_reason or "the task running on it was lost while it stopped"
+                self.owner.task_finished(inflight[0], error=WorkerLostError(self.ident, channel_pid, exitcode, detail))
+            if inflight[1:]:
+                self.owner.reroute(inflight[1:], self)
             self.state = "stopped"
             logger.info("worker %r (pid %s) stopped", self.ident, channel_pid)
             if self._stopped is not None and not self._stopped.done():

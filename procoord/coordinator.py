@@ -49,8 +49,9 @@ __all__ = ("Coordinator",)
 
 logger = logging.getLogger("procoord")
 
-# How long close() waits for a worker to exit after its last task before killing it.
-STOP_GRACE_S = 10.0
+# Leaving ``async with`` on an exception: how long running tasks get before their
+# workers are killed.
+ERROR_EXIT_GRACE_S = 5.0
 
 # Default restart policy: more than this many crashes of one worker within the window
 # marks it failed instead of restarting it again.
@@ -136,8 +137,12 @@ class Coordinator:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        # On an error, do not make the caller wait for queued work it will never use.
-        await self.close(cancel_pending=exc_type is not None)
+        if exc_type is None:
+            await self.close()
+        else:
+            # Leaving on an error (or Ctrl-C): nobody will use the queued results, and a
+            # long running task must not hold the way out.
+            await self.close(cancel_pending=True, timeout=ERROR_EXIT_GRACE_S)
 
     # -- workers --------------------------------------------------------------------
 
@@ -264,12 +269,13 @@ class Coordinator:
         task = asyncio.get_running_loop().create_task(self._retire(slot))
         task.add_done_callback(_log_failure)
 
-    async def _stop_slot(self, slot: WorkerSlot) -> None:
+    async def _stop_slot(self, slot: WorkerSlot, deadline: float | None = None) -> None:
+        """Stop a worker; kill it if it is still there at ``deadline`` (loop time)."""
         try:
-            await asyncio.wait_for(slot.stop(), STOP_GRACE_S if self._closing else None)
+            await asyncio.wait_for(slot.stop(), _remaining(asyncio.get_running_loop(), deadline))
         except TimeoutError:
-            logger.warning("worker %r did not stop within %g s; killing it", slot.ident, STOP_GRACE_S)
-            slot.kill()
+            logger.warning("worker %r (pid %s) did not stop in time; killing it", slot.ident, slot.pid)
+            slot.kill("killed by close() when its timeout ran out")
             await slot.stop()
 
     def workers(self) -> list[Hashable]:
@@ -612,15 +618,24 @@ class Coordinator:
         if self._closing:
             raise CoordinatorClosedError("the coordinator is closed; create a new one")
 
-    async def close(self, cancel_pending: bool = False) -> None:
+    async def close(self, cancel_pending: bool = False, *, timeout: float | None = None) -> None:
         """Stop accepting tasks, let queued and running tasks finish, and stop every
-        worker process. With ``cancel_pending=True``, queued tasks fail with
-        CoordinatorClosedError instead (running ones still finish). After this returns
-        no worker process of this coordinator is alive. Calling it again is harmless."""
+        worker process. After this returns no worker process of this coordinator is
+        alive. Calling it again waits for the first call to finish.
+
+        Args:
+            cancel_pending: fail queued tasks with CoordinatorClosedError instead of
+                running them (running tasks still finish).
+            timeout: seconds to wait for that; then workers still busy are killed
+                (their running tasks fail with WorkerLostError) and tasks not started
+                fail with CoordinatorClosedError. None waits as long as it takes.
+        """
         loop = asyncio.get_running_loop()
         if self._closed is not None:
             await asyncio.shield(self._closed)
             return
+        _check_timeout(timeout)
+        deadline = None if timeout is None else loop.time() + timeout
         self._closed = loop.create_future()
         self._closing = True
         self._cancel_pending = cancel_pending
@@ -632,11 +647,17 @@ class Coordinator:
                 self._fail_queued()
             elif self._unfinished:
                 self._drained = loop.create_future()
-                await self._drained
+                try:
+                    await asyncio.wait_for(asyncio.shield(self._drained), _remaining(loop, deadline))
+                except TimeoutError:
+                    logger.warning("close(): tasks still unfinished after %g s; stopping the workers", timeout)
+                    self._cancel_pending = True
+                    self._fail_queued()
             slots = list(self._slots.values()) + list(self._retiring)
             for slot in slots:
                 slot.begin_stop()
-            await asyncio.gather(*(self._stop_slot(s) for s in slots))
+            await asyncio.gather(*(self._stop_slot(s, deadline) for s in slots))
+            self._fail_queued()  # anything left waiting for a restart that will not come
             self._finalizer.detach()
         finally:
             self._closed.set_result(None)
@@ -654,6 +675,10 @@ class Coordinator:
     def __repr__(self) -> str:
         state = "closed" if self._closing else "open"
         return f"<Coordinator {state} workers={len(self._slots)} pending={self._unfinished}>"
+
+
+def _remaining(loop: asyncio.AbstractEventLoop, deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - loop.time())
 
 
 def _check_timeout(timeout: float | None) -> None:

@@ -139,6 +139,16 @@ async def test_worker_killed_from_outside(bcoord: Coordinator, beacons: BeaconFa
     assert (stats.restarts, stats.failed, stats.completed) == (1, 1, 1)
 
 
+async def test_sys_exit_in_do_work(bcoord: Coordinator) -> None:
+    """Test sys.exit(3) inside do_work: WorkerLostError with that exit code, then a restart."""
+    await bcoord.add_worker("w", _funcs.raiser)
+    with pytest.raises(WorkerLostError, match="exit code 3"):
+        await bcoord.call("exit")
+    async with asyncio.timeout(DEADLOCK_TIMEOUT):
+        assert await bcoord.call("fine", TaskPrefs.Required("w")) == ("fine", "w")
+    assert (await bcoord.stats())["w"].restarts == 1
+
+
 async def test_timeout_restarts_worker(bcoord: Coordinator) -> None:
     """Test TaskTimeoutError for a task over its timeout, then the worker restarted."""
     await bcoord.add_worker("w", _funcs.sleeper)

@@ -21,6 +21,7 @@ from procoord import (
     SerializationError,
     TaskPrefs,
     TaskProcessError,
+    WorkerLostError,
     WorkerStartError,
 )
 
@@ -472,3 +473,36 @@ async def test_close_cancel_pending(beacons: BeaconFactory) -> None:
     for h in queued:
         with pytest.raises(CoordinatorClosedError):
             await h
+
+
+async def test_close_timeout_kills_stuck_workers(beacons: BeaconFactory) -> None:
+    """Test close(timeout=...): a task that never ends is lost, queued ones fail, no process survives."""
+    started, release = beacons(), beacons()
+    coord = Coordinator()
+    await coord.add_worker("w", _funcs.hold)
+    stuck = await coord.run((started.path, release.path))
+    await started.wait()
+    queued = await coord.run((started.path, release.path))
+    pid = (await coord.stats())["w"].pid
+    await coord.close(timeout=0.5)
+    with pytest.raises(WorkerLostError):
+        await stuck
+    with pytest.raises(CoordinatorClosedError):
+        await queued
+    assert pid is not None and (not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
+
+
+async def test_error_inside_async_with_does_not_wait_for_long_tasks(beacons: BeaconFactory) -> None:
+    """Test that leaving `async with` on an exception fails queued tasks and does not hang on a running one."""
+    started, release = beacons(), beacons()
+    with pytest.raises(RuntimeError, match="leaving"):
+        async with Coordinator() as coord:
+            await coord.add_worker("w", _funcs.hold)
+            running = await coord.run((started.path, release.path))
+            queued = await coord.run((started.path, release.path))
+            await started.wait()
+            raise RuntimeError("leaving")
+    with pytest.raises(CoordinatorClosedError):
+        await queued
+    with pytest.raises(WorkerLostError):
+        await running

@@ -37,7 +37,7 @@ class _Outbox:
         self._lock = threading.Lock()
         self._frames: list[Frame] = []
         self._load: Frame | None = None
-        self._done = False
+        self._exitcode: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._event: asyncio.Event | None = None
 
@@ -56,10 +56,10 @@ class _Outbox:
         if was_empty:
             self._notify()
 
-    def finish(self) -> None:
+    def finish(self, exitcode: int) -> None:
         """The worker core has ended: ``poll`` says so after the last frames."""
         with self._lock:
-            self._done = True
+            self._exitcode = exitcode
         self._notify()
 
     def _notify(self) -> None:
@@ -70,9 +70,9 @@ class _Outbox:
             except RuntimeError:  # the actor's loop is closing
                 pass
 
-    async def take(self) -> tuple[list[Frame], bool]:
-        """Wait until there is something for the parent; return the frames and whether
-        the worker has ended."""
+    async def take(self) -> tuple[list[Frame], int | None]:
+        """Wait until there is something for the parent; return the frames and, once the
+        worker has ended, its exit code (None until then)."""
         event = self._event
         assert event is not None
         while True:
@@ -82,9 +82,9 @@ class _Outbox:
                 if self._load is not None:
                     frames.append(self._load)
                     self._load = None
-                done = self._done
-            if frames or done:
-                return frames, done
+                exitcode = self._exitcode
+            if frames or exitcode is not None:
+                return frames, exitcode
             await event.wait()
 
 
@@ -120,10 +120,14 @@ class _ActorCore(WorkerCore):
 
     async def run(self, spec: ProcessorSpec) -> None:
         self.loop = asyncio.get_running_loop()
+        exitcode = 1
         try:
             await self.serve(spec)
+            exitcode = 0
+        except SystemExit as exc:  # sys.exit() in do_work: as a worker process would exit
+            exitcode = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         finally:
-            self.outbox.finish()
+            self.outbox.finish(exitcode)
 
 
 class ProcoordWorker:
@@ -149,7 +153,7 @@ class ProcoordWorker:
         or START_FAILED with the reason)."""
         self._outbox.bind(asyncio.get_running_loop())
         threading.Thread(target=self._run_core, name="procoord-worker", daemon=True).start()
-        frames, _done = await self._outbox.take()
+        frames, _exitcode = await self._outbox.take()
         if any(kind == Kind.READY for kind, *_ in frames):
             threading.Thread(target=self._sample_forever, name="procoord-sampler", daemon=True).start()
         return frames
@@ -169,13 +173,13 @@ class ProcoordWorker:
         if frames:
             self._core.deliver(frames)
 
-    async def poll(self) -> tuple[list[Frame], bool]:
-        """Wait for frames for the parent; also say whether the worker has ended (after
-        a STOP, once the running task returned)."""
-        frames, done = await self._outbox.take()
-        if done:
+    async def poll(self) -> tuple[list[Frame], int | None]:
+        """Wait for frames for the parent; with them, the worker's exit code once it has
+        ended (0 after a STOP, once the running task returned), else None."""
+        frames, exitcode = await self._outbox.take()
+        if exitcode is not None:
             self._stop_sampling.set()
-        return frames, done
+        return frames, exitcode
 
     def _run_core(self) -> None:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:

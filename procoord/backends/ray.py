@@ -173,11 +173,11 @@ class RayChannel:
         exitcode: int | None = None
         try:
             while True:
-                frames, done = await _wait(self._actor.poll.remote())
+                frames, ended = await _wait(self._actor.poll.remote())
                 if frames:
                     self._handler.frames_received(frames)
-                if done:  # stopped cleanly, after a STOP
-                    exitcode = 0
+                if ended is not None:  # 0 after a STOP; sys.exit's code from do_work
+                    exitcode = ended
                     break
         except ray.exceptions.RayActorError:
             pass
