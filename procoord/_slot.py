@@ -49,7 +49,7 @@ BACKOFF_MAX_S = 5.0
 class Task:
     """The coordinator's record of one task."""
 
-    __slots__ = ("future", "id", "payload", "prefs", "size", "slot", "started_at", "timeout", "written_at")
+    __slots__ = ("future", "id", "payload", "prefs", "size", "slot", "started_at", "timeout", "waiters", "written_at")
 
     def __init__(
         self, task_id: int, payload: bytes, prefs: Pref, future: asyncio.Future[Any], timeout: float | None
@@ -60,9 +60,19 @@ class Task:
         self.future = future
         self.timeout = timeout
         self.size = 0  # the number of items of a batch; 0 for a single task
+        self.waiters: list[asyncio.Future[None]] = []  # join() calls waiting on it
         self.slot: WorkerSlot | None = None
         self.written_at = 0.0
         self.started_at = 0.0
+
+
+def wake_waiters(task: Task) -> None:
+    """Wake every join() waiting on a task whose future just completed."""
+    waiters = task.waiters
+    while waiters:
+        waiter = waiters.pop()
+        if not waiter.done():
+            waiter.set_result(None)
 
 
 class SlotOwner(Protocol):

@@ -30,7 +30,7 @@ from typing import Any, Literal, final, overload
 
 from . import _wire, balancer
 from ._bulk import DEFAULT_WINDOW, MapIterator
-from ._slot import Task, WorkerSlot
+from ._slot import Task, WorkerSlot, wake_waiters
 from .backends._base import Backend
 from .backends.local import LocalBackend
 from .errors import (
@@ -384,7 +384,7 @@ class Coordinator:
         else:
             self._any_queue.append(record)
         self.pump()
-        return JoinHandle(record.id, record.future, lambda: self._cancel(record))
+        return JoinHandle(record.id, record.future, lambda: self._cancel(record), None, record.waiters)
 
     async def call(self, task: Any, prefs: Pref = ANY, *, timeout: float | None = None) -> tuple[Any, Hashable]:
         """``run`` the task and wait for it: ``(result, worker_ident)``."""
@@ -487,6 +487,7 @@ class Coordinator:
                 return False  # a sync do_work cannot be interrupted
             slot.send_cancel(task)
             task.future.cancel()
+            wake_waiters(task)
             return True  # it leaves the books when the worker confirms
         else:
             try:
@@ -494,6 +495,7 @@ class Coordinator:
             except ValueError:
                 return False
         task.future.cancel()
+        wake_waiters(task)
         self._task_left()
         return True
 
@@ -510,6 +512,8 @@ class Coordinator:
                 future.set_result(result)
             else:
                 future.cancel()
+            if task.waiters:
+                wake_waiters(task)
         self._task_left()
 
     def _task_left(self) -> None:

@@ -22,7 +22,7 @@ class JoinHandle(Generic[R]):
     handles are not owned by their awaiters. Call :meth:`cancel` for that.
     """
 
-    __slots__ = ("_cancel", "_future", "_task_id", "_transform")
+    __slots__ = ("_cancel", "_future", "_task_id", "_transform", "_waiters")
 
     def __init__(
         self,
@@ -30,11 +30,15 @@ class JoinHandle(Generic[R]):
         future: asyncio.Future[tuple[Any, Hashable]],
         cancel: Callable[[], bool],
         transform: Callable[[tuple[Any, Hashable]], R] | None = None,
+        waiters: list[asyncio.Future[None]] | None = None,
     ) -> None:
         self._task_id = task_id
         self._future = future
         self._cancel = cancel
         self._transform = transform
+        # Woken directly by the coordinator when the task ends: one event-loop turn
+        # fewer than waiting on the future through asyncio.shield.
+        self._waiters = waiters
 
     @property
     def task_id(self) -> int:
@@ -49,9 +53,20 @@ class JoinHandle(Generic[R]):
         the task was cancelled.
         """
         future = self._future
-        # shield: cancelling the awaiter must not cancel the task (one extra loop turn,
-        # skipped when the result is already there).
-        pair = future.result() if future.done() else await asyncio.shield(future)
+        if not future.done():
+            waiters = self._waiters
+            if waiters is None:
+                # shield: cancelling the awaiter must not cancel the task.
+                await asyncio.shield(future)
+            else:
+                waiter: asyncio.Future[None] = future.get_loop().create_future()
+                waiters.append(waiter)
+                try:
+                    await waiter
+                finally:
+                    if not waiter.done():  # the awaiter was cancelled, not the task
+                        waiters.remove(waiter)
+        pair = future.result()
         if self._transform is None:
             return pair  # type: ignore[return-value]
         return self._transform(pair)
@@ -66,7 +81,7 @@ class JoinHandle(Generic[R]):
         def transform(pair: tuple[Any, Hashable]) -> S:
             return fn(pair if inner is None else inner(pair))  # type: ignore[arg-type]
 
-        return JoinHandle(self._task_id, self._future, self._cancel, transform)
+        return JoinHandle(self._task_id, self._future, self._cancel, transform, self._waiters)
 
     def cancel(self) -> bool:
         """Cancel the task. True when it will not deliver a result: it was still queued
