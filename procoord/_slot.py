@@ -374,7 +374,7 @@ class WorkerSlot:
         return error
 
     def channel_lost(self, exitcode: int | None) -> None:
-        if self.state == "stopped":  # terminated from outside the loop: nothing to do
+        if self.state in ("stopped", "failed"):  # terminated from outside the loop: nothing to do
             self.channel = None
             return
         channel_pid = self.pid

@@ -290,6 +290,24 @@ class LocalChannel:
                 proc.join(grace_s)
         except (ValueError, AssertionError, ProcessLookupError, AttributeError):
             pass
+        self._release_pipes()
+
+    def _release_pipes(self) -> None:
+        """Close the parent's ends now, if the event loop still allows it, rather than
+        leaving them to the garbage collector (and its ResourceWarning)."""
+        if self._lost:
+            return
+        self._lost = True
+        try:
+            if self._write is not None and not self._write.is_closing():
+                self._write.abort()
+            if self._reading:
+                self._reading = False
+                self._loop.remove_reader(self._read_fd)
+                os.close(self._read_fd)
+            self._loop.remove_reader(self._proc.sentinel)
+        except (RuntimeError, OSError, ValueError):  # the loop is closed or gone
+            pass
 
     def __repr__(self) -> str:
         return f"<LocalChannel pid={self._pid} lost={self._lost}>"
