@@ -34,9 +34,6 @@ from ._wire import HEADER, Batch, Kind
 from .errors import SerializationError
 from .processor import ProcessorSpec, build_processor
 
-# At most this much per read: below malloc's mmap threshold a read is several times
-# cheaper; a big task frame simply takes several reads.
-READ_CHUNK = 64 * 1024
 PR_SET_PDEATHSIG = 1
 
 # Results of these types are never awaitable: skip the (slow, ABC-based) check.
@@ -284,14 +281,14 @@ class _Worker(WorkerCore):
 
     def _on_readable(self) -> None:
         try:
-            data = os.read(self.rfd, READ_CHUNK)
-        except BlockingIOError:
+            frames = self.reader.read_from(self.rfd)
+        except (BlockingIOError, InterruptedError):
             return
-        if not data:
+        if frames is None:
             asyncio.get_running_loop().remove_reader(self.rfd)
             self.end_input()
             return
-        self.handle_frames(self.reader.feed(data))
+        self.handle_frames(frames)
 
     # -- sampler thread -------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 
 import pytest
@@ -45,3 +46,41 @@ def test_unpicklable_raises_serialization_error() -> None:
     assert info.value.stage == "task" and "lock" in str(info.value)
     with pytest.raises(SerializationError):
         loads(b"not a pickle", "result")
+
+
+def test_big_frame_is_received_into_its_own_buffer() -> None:
+    """Test that a frame much larger than one read arrives whole, between small ones."""
+    big = bytes(range(256)) * 4096  # 1 MiB
+    stream = frame(Kind.TASK, 1, 0.0, b"a") + frame(Kind.RESULT, 2, 0.5, big) + frame(Kind.LOAD, 3, 1.0, b"z")
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    os.set_blocking(w, False)
+    reader = FrameReader()
+    got = []
+    sent = 0
+    try:
+        while True:
+            if sent < len(stream):
+                try:
+                    sent += os.write(w, stream[sent : sent + 300_000])
+                except BlockingIOError:
+                    pass
+            elif w != -1:
+                os.close(w)
+                w = -1
+            try:
+                frames = reader.read_from(r)
+            except BlockingIOError:
+                continue
+            if frames is None:
+                break
+            got.extend(frames)
+    finally:
+        os.close(r)
+        if w != -1:
+            os.close(w)
+    assert [(k, t, n, bytes(p)) for k, t, n, p in got] == [
+        (Kind.TASK, 1, 0.0, b"a"),
+        (Kind.RESULT, 2, 0.5, big),
+        (Kind.LOAD, 3, 1.0, b"z"),
+    ]

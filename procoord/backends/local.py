@@ -30,11 +30,8 @@ __all__ = ("LocalBackend", "LocalChannel")
 # results in fewer wake-ups than the 64 KiB default.
 PIPE_SIZE = 1 << 20
 
-# Reads from a worker: small enough to stay below malloc's mmap threshold (a fresh
-# 256 KiB buffer per read costs ~18 us, a 64 KiB one ~2 us), larger while a big frame
-# is arriving.
-READ_CHUNK = 64 * 1024
-BIG_READ_CHUNK = 16 * 2**20
+# Above this size a payload is written on its own rather than joined to its header.
+BIG_WRITE = 256 * 1024
 
 # How long a worker may take from process start to READY (importing the user's
 # modules, building the processor) before it is declared failed.
@@ -209,20 +206,16 @@ class LocalChannel:
                 self._ready.set_exception(_StartFailed(reason, text))
 
     def _on_readable(self) -> None:
-        # Reads of at most READ_CHUNK stay below malloc's mmap threshold, which makes a
-        # small read several times cheaper; a big frame is read in larger steps.
-        size = max(READ_CHUNK, min(self._frames.missing_bytes, BIG_READ_CHUNK))
         try:
-            data = os.read(self._read_fd, size)
+            frames = self._frames.read_from(self._read_fd)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
-            data = b""
-        if not data:
+            frames = None
+        if frames is None:
             self._stop_reading()
             self._on_eof()
             return
-        frames = self._frames.feed(data)
         if frames:
             self._deliver(frames)
 
@@ -264,9 +257,15 @@ class LocalChannel:
     # -- commands -------------------------------------------------------------------
 
     def send(self, frames: Sequence[bytes]) -> None:
-        if self._lost or self._write is None or self._write.is_closing():
+        write = self._write
+        if self._lost or write is None or write.is_closing():
             return
-        self._write.writelines(frames)
+        if len(frames) == 2 and len(frames[1]) > BIG_WRITE:
+            # One big payload: skip the copy that joining it to its header would make.
+            write.write(frames[0])
+            write.write(frames[1])
+        else:
+            write.writelines(frames)
 
     def close(self) -> None:
         if self._write is not None and not self._write.is_closing():
