@@ -23,6 +23,7 @@ import asyncio
 import weakref
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Generator, Hashable, Iterable, Iterator, Sized
+from itertools import islice
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
 
@@ -224,21 +225,19 @@ class MapIterator(Generic[T]):
 
     async def _pull(self, count: int) -> list[Any]:
         """Up to ``count`` items from the input (fewer at its end)."""
-        items: list[Any] = []
+        if self._items is not None:
+            items = list(islice(self._items, count))
+            if len(items) < count:
+                self._exhausted = True
+            return items
+        assert self._aitems is not None
+        items = []
         while len(items) < count:
-            if self._items is not None:
-                try:
-                    items.append(next(self._items))
-                except StopIteration:
-                    self._exhausted = True
-                    break
-            else:
-                assert self._aitems is not None
-                try:
-                    items.append(await anext(self._aitems))
-                except StopAsyncIteration:
-                    self._exhausted = True
-                    break
+            try:
+                items.append(await anext(self._aitems))
+            except StopAsyncIteration:
+                self._exhausted = True
+                break
         return items
 
     async def _fill(self) -> None:

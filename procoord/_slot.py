@@ -349,6 +349,9 @@ class WorkerSlot:
 
     def _batch_outcomes(self, raw: list[tuple[bool | None, Any]]) -> list[tuple[bool, Any]]:
         """A batch's outcomes as (True, result) or (False, exception), counted one by one."""
+        if all(ok is True for ok, _ in raw):  # the common case: nothing to convert
+            self.completed += len(raw)
+            return raw  # type: ignore[return-value]
         outcomes: list[tuple[bool, Any]] = []
         for ok, value in raw:
             if ok:
