@@ -62,9 +62,12 @@ class WorkerLostError(ProcoordError):
         self.pid = pid
         self.exitcode = exitcode
         self.detail = detail
-        super().__init__(
-            f"worker {worker!r} (pid {pid}) died {describe_exit(exitcode)}" + (f": {detail}" if detail else "")
-        )
+        if detail.startswith("killed by"):  # ended on purpose: no need to guess why
+            message = f"worker {worker!r} (pid {pid}) was {detail}"
+        else:
+            message = f"worker {worker!r} (pid {pid}) died {describe_exit(exitcode)}"
+            message += f": {detail}" if detail else ""
+        super().__init__(message)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.worker, self.pid, self.exitcode, self.detail))

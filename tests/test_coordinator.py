@@ -485,7 +485,7 @@ async def test_close_timeout_kills_stuck_workers(beacons: BeaconFactory) -> None
     queued = await coord.run((started.path, release.path))
     pid = (await coord.stats())["w"].pid
     await coord.close(timeout=0.5)
-    with pytest.raises(WorkerLostError):
+    with pytest.raises(WorkerLostError, match="was killed by close"):
         await stuck
     with pytest.raises(CoordinatorClosedError):
         await queued
