@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SOURCES := procoord tests scripts examples
 
-.PHONY: demo test check lint format bench venv clean
+.PHONY: demo test check format bench venv clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

@@ -318,3 +318,11 @@ class FaultyProcessor:
 
     def do_work(self, task: Any) -> Any:
         return task
+
+
+def build_once(marker: str) -> Any:
+    """A factory that works the first time only (it leaves ``marker`` behind)."""
+    if os.path.exists(marker):
+        raise RuntimeError("this factory works only once")
+    open(marker, "w").close()
+    return double

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from pathlib import Path
 
 import psutil
 import pytest
@@ -225,3 +226,19 @@ async def test_chaos_every_handle_resolves(coord: Coordinator) -> None:
     assert sum(s.restarts for s in stats.values()) == kills
     for s in stats.values():
         assert s.pid is not None and psutil.pid_exists(s.pid)
+
+
+async def test_failed_restarts_end_in_failed_state(tmp_path: Path) -> None:
+    """Test that a worker whose restarts keep failing is marked failed and its Required tasks fail."""
+    async with Coordinator(restart_limit=2) as coord:
+        coord.register("once", _funcs.build_once, str(tmp_path / "built"))
+        await coord.add_worker("w", "once")
+        await coord.add_worker("spare", _funcs.double)
+        pid = (await coord.stats())["w"].pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        await wait_for_state(coord, "w", "failed")
+        with pytest.raises(WorkerLostError, match="not restarted"):
+            await coord.call(1, TaskPrefs.Required("w"))
+        assert await coord.call(2) == (4, "spare")
+        assert (await coord.stats())["w"].restarts == 0
