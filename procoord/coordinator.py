@@ -30,6 +30,7 @@ from typing import Any, Literal, final, overload
 
 from . import _wire, balancer
 from ._bulk import DEFAULT_WINDOW, MapIterator
+from ._ledger import TaskLedger
 from ._slot import Task, WorkerSlot, wake_waiters
 from .backends._base import Backend
 from .backends.local import LocalBackend
@@ -108,7 +109,6 @@ class Coordinator:
         self.queue_threshold = queue_threshold
         self.backend: Backend = backend if backend is not None else LocalBackend()
         self.ewma_floor = ewma_floor
-        self.max_pending = max_pending
         self.task_timeout = task_timeout
         self.restart_limit = restart_limit
         self.restart_window = restart_window
@@ -118,10 +118,8 @@ class Coordinator:
         self._any_queue: deque[Task] = deque()
         self._ids = itertools.count(1)
         self._given = itertools.count(1)
-        self._unfinished = 0
+        self._ledger = TaskLedger(max_pending)
         self._runs_since_yield = 0
-        self._space_waiters: deque[asyncio.Future[None]] = deque()
-        self._drained: asyncio.Future[None] | None = None
         self._closing = False
         self._cancel_pending = False
         self._closed: asyncio.Future[None] | None = None
@@ -306,8 +304,8 @@ class Coordinator:
             CoordinatorClosedError: after ``close``.
         """
         self._check_open()
-        if self.max_pending is not None and self._unfinished >= self.max_pending:
-            await self._wait_for_space()
+        if self._ledger.full():
+            await self._ledger.wait_for_space(self._check_open)
         handle = self.run_nowait(task, prefs, timeout=timeout)
         self._runs_since_yield += 1
         if self._runs_since_yield >= YIELD_EVERY_RUNS:
@@ -337,8 +335,8 @@ class Coordinator:
         self._check_open()
         if not tasks:
             raise ValueError("run_batch needs at least one task")
-        if self.max_pending is not None and self._unfinished >= self.max_pending:
-            await self._wait_for_space()
+        if self._ledger.full():
+            await self._ledger.wait_for_space(self._check_open)
         return self._submit(_wire.Batch(tasks), prefs, timeout, len(tasks))
 
     def _submit(self, task: Any, prefs: Pref, timeout: float | None, size: int) -> JoinHandle[Any]:
@@ -372,17 +370,15 @@ class Coordinator:
             loop = self._loop = asyncio.get_running_loop()
         record = Task(next(self._ids), payload, prefs, loop.create_future(), timeout)
         record.size = size
-        self._unfinished += 1
         if slot is not None:
             if not slot.routable:
-                self._unfinished -= 1
                 raise WorkerLostError(slot.ident, slot.pid, None, "the worker has failed and is not restarted")
             slot.bind(record, next(self._given))
         elif not any(s.routable for s in self._slots.values()):
-            self._unfinished -= 1
             raise NoWorkersError("every worker has failed; add a worker")
         else:
             self._any_queue.append(record)
+        self._ledger.task_added()
         self.pump()
         return JoinHandle(record.id, record.future, lambda: self._cancel(record), None, record.waiters)
 
@@ -450,29 +446,6 @@ class Coordinator:
             timeout=timeout,
         )
 
-    async def _wait_for_space(self) -> None:
-        assert self.max_pending is not None
-        while self._unfinished >= self.max_pending:
-            self._check_open()
-            waiter = asyncio.get_running_loop().create_future()
-            self._space_waiters.append(waiter)
-            try:
-                await waiter
-            except BaseException:
-                if waiter.done() and not waiter.cancelled():
-                    self._wake_space_waiter()  # woken but leaving: pass the wake-up on
-                else:
-                    waiter.cancel()
-                raise
-
-    def _wake_space_waiter(self) -> None:
-        waiters = self._space_waiters
-        while waiters:
-            waiter = waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
-
     def _cancel(self, task: Task) -> bool:
         if task.future.done():
             return False
@@ -496,7 +469,7 @@ class Coordinator:
                 return False
         task.future.cancel()
         wake_waiters(task)
-        self._task_left()
+        self._ledger.task_left()
         return True
 
     # -- SlotOwner --------------------------------------------------------------------
@@ -514,14 +487,7 @@ class Coordinator:
                 future.cancel()
             if task.waiters:
                 wake_waiters(task)
-        self._task_left()
-
-    def _task_left(self) -> None:
-        self._unfinished -= 1
-        if self._space_waiters:
-            self._wake_space_waiter()
-        if self._unfinished == 0 and self._drained is not None and not self._drained.done():
-            self._drained.set_result(None)
+        self._ledger.task_left()
 
     def reroute(self, tasks: Sequence[Task], lost: WorkerSlot) -> None:
         """Tasks that never started on ``lost`` go back to be routed again, in order."""
@@ -607,9 +573,14 @@ class Coordinator:
         return sum(times) / len(times) if times else None
 
     @property
+    def max_pending(self) -> int | None:
+        """The back-pressure limit given to the constructor (None: no limit)."""
+        return self._ledger.max_pending
+
+    @property
     def pending(self) -> int:
         """Tasks submitted and not yet finished, on every worker and in the shared queue."""
-        return self._unfinished
+        return self._ledger.unfinished
 
     # -- closing --------------------------------------------------------------------
 
@@ -644,15 +615,12 @@ class Coordinator:
         self._closing = True
         self._cancel_pending = cancel_pending
         try:
-            for waiter in self._space_waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
+            self._ledger.release_waiters()
             if cancel_pending:
                 self._fail_queued()
-            elif self._unfinished:
-                self._drained = loop.create_future()
+            else:
                 try:
-                    await asyncio.wait_for(asyncio.shield(self._drained), _remaining(loop, deadline))
+                    await self._ledger.drained(_remaining(loop, deadline))
                 except TimeoutError:
                     logger.warning("close(): tasks still unfinished after %g s; stopping the workers", timeout)
                     self._cancel_pending = True
@@ -678,7 +646,7 @@ class Coordinator:
 
     def __repr__(self) -> str:
         state = "closed" if self._closing else "open"
-        return f"<Coordinator {state} workers={len(self._slots)} pending={self._unfinished}>"
+        return f"<Coordinator {state} workers={len(self._slots)} pending={self._ledger.unfinished}>"
 
 
 def _remaining(loop: asyncio.AbstractEventLoop, deadline: float | None) -> float | None:

@@ -23,6 +23,7 @@ ALLOWED: dict[str, set[str]] = {
     "backends.local": {"_child", "_wire", "errors", "processor", "backends._base"},
     "handle": set(),
     "_slot": {"_wire", "balancer", "backends._base", "errors", "prefs", "processor", "stats"},
+    "_ledger": set(),
 }
 
 
