@@ -506,3 +506,27 @@ async def test_error_inside_async_with_does_not_wait_for_long_tasks(beacons: Bea
         await queued
     with pytest.raises(WorkerLostError):
         await running
+
+
+async def test_spawn_start_method() -> None:
+    """Test workers started with spawn: tasks, state, a crash with its exit code, a restart, close."""
+    from procoord.backends import LocalBackend
+
+    async with Coordinator(backend=LocalBackend(start_method="spawn")) as coord:
+        await coord.add_worker("s", _funcs.Counter())
+        await coord.add_worker("r", _funcs.raiser)
+        for i in range(3):
+            await coord.call(i, TaskPrefs.Required("s"))
+        assert await coord.call("history", TaskPrefs.Required("s")) == ([0, 1, 2, "history"], "s")
+        with pytest.raises(WorkerLostError, match="exit code 42"):
+            await coord.call("_exit", TaskPrefs.Required("r"))
+        assert await coord.call("back", TaskPrefs.Required("r")) == ("back", "r")
+        assert (await coord.stats())["r"].restarts == 1
+
+
+def test_fork_start_method_is_refused() -> None:
+    """Test that a bare fork of a process running an event loop is refused with a reason."""
+    from procoord.backends import LocalBackend
+
+    with pytest.raises(ValueError, match="must not be forked"):
+        LocalBackend(start_method="fork")
