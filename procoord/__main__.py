@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
+
+import uvloop
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from ._demo import demo as run_demo
 
-        asyncio.run(run_demo(tasks=args.tasks))
+        uvloop.run(run_demo(tasks=args.tasks))
         return 0
     if args.command == "bench":
         from ._bench import main as bench_main  # type: ignore[import-not-found, unused-ignore]
