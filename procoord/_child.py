@@ -116,6 +116,10 @@ class WorkerCore:
         """Send one frame to the parent (from any thread)."""
         raise NotImplementedError
 
+    def send_parts(self, kind: Kind, task_id: int, number: float, parts: list[bytes | memoryview]) -> None:
+        """Send one frame whose payload comes in parts (out-of-band buffers)."""
+        self.send(kind, task_id, number, b"".join(parts))
+
     def started(self) -> None:
         """Called once READY is sent, on the loop, before the first task."""
 
@@ -195,7 +199,7 @@ class WorkerCore:
                 self.read_pending()
                 continue
             try:
-                task = pickle.loads(payload)
+                task = _wire.load_payload(payload)
             except Exception as exc:
                 self.send(Kind.BAD_TASK, task_id, 0.0, _pack_error(exc, "task"))
                 continue
@@ -226,15 +230,18 @@ class WorkerCore:
             ran_long = elapsed > CHECK_INPUT_AFTER_S
             try:
                 try:
-                    data = _wire.dumps(result, "result")
+                    parts = _wire.dumps_parts(result, "result")
                 except SerializationError:
                     if type(task) is not Batch:
                         raise
-                    data = _wire.dumps(_picklable_outcomes(result), "result")
+                    parts = _wire.dumps_parts(_picklable_outcomes(result), "result")
             except SerializationError as exc:
                 self.send(Kind.BAD_RESULT, task_id, elapsed, _pack_error(exc, "result"))
                 continue
-            self.send(Kind.RESULT, task_id, elapsed, data)
+            if len(parts) == 1:
+                self.send(Kind.RESULT, task_id, elapsed, parts[0])  # type: ignore[arg-type]
+            else:
+                self.send_parts(Kind.RESULT, task_id, elapsed, parts)
 
 
 class _Worker(WorkerCore):
@@ -263,7 +270,19 @@ class _Worker(WorkerCore):
             except OSError:
                 os._exit(0)  # the parent is gone: nobody to report to
 
-    def _write_all(self, data: bytes) -> None:
+    def send_parts(self, kind: Kind, task_id: int, number: float, parts: list[bytes | memoryview]) -> None:
+        """Write one frame from its parts, each buffer as it is (no joining copy)."""
+        size = sum(len(p) if isinstance(p, bytes) else p.nbytes for p in parts)
+        header = HEADER.pack(size, kind, task_id, number)
+        with self.write_lock:
+            try:
+                self._write_all(header)
+                for part in parts:
+                    self._write_all(part)
+            except OSError:
+                os._exit(0)
+
+    def _write_all(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
         while view:
             written = os.write(self.wfd, view)

@@ -46,13 +46,17 @@ BACKOFF_BASE_S = 0.1
 BACKOFF_MAX_S = 5.0
 
 
+Payload = bytes | list[bytes | memoryview]
+"""A pickled task: bytes, or a pickle stream followed by out-of-band buffers."""
+
+
 class Task:
     """The coordinator's record of one task."""
 
     __slots__ = ("future", "id", "payload", "prefs", "size", "slot", "started_at", "timeout", "waiters", "written_at")
 
     def __init__(
-        self, task_id: int, payload: bytes, prefs: Pref, future: asyncio.Future[Any], timeout: float | None
+        self, task_id: int, payload: Payload, prefs: Pref, future: asyncio.Future[Any], timeout: float | None
     ) -> None:
         self.id = task_id
         self.payload = payload
@@ -124,7 +128,7 @@ class WorkerSlot:
         self.rss_bytes = 0
         self.ready_at = 0.0
         self.pid: int | None = None
-        self._out: list[bytes] = []
+        self._out: list[bytes | memoryview] = []
         self._head: Task | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timed_out: Task | None = None
@@ -229,8 +233,14 @@ class WorkerSlot:
         # ahead of it finishes (see _update_head).
         task.started_at = task.written_at if not self.inflight else 0.0
         self.inflight[task.id] = task
-        self._out.append(HEADER.pack(len(task.payload), Kind.TASK, task.id, 0.0))
-        self._out.append(task.payload)
+        payload = task.payload
+        if isinstance(payload, bytes):
+            self._out.append(HEADER.pack(len(payload), Kind.TASK, task.id, 0.0))
+            self._out.append(payload)
+        else:  # a pickle stream and out-of-band buffers
+            size = sum(len(p) if isinstance(p, bytes) else p.nbytes for p in payload)
+            self._out.append(HEADER.pack(size, Kind.TASK, task.id, 0.0))
+            self._out.extend(payload)
 
     def fill_from_queue(self) -> None:
         queue = self.queue
@@ -299,7 +309,7 @@ class WorkerSlot:
             if kind == Kind.RESULT:
                 self._measured(task, number / task.size if task.size else number)
                 try:
-                    value = pickle.loads(payload)
+                    value = _wire.load_payload(payload)
                 except BaseException as exc:  # a result that exits on unpickling must not stop the loop
                     self.failed += 1
                     owner.task_finished(

@@ -24,6 +24,12 @@ HEADER_SIZE = HEADER.size
 MAX_PAYLOAD = 2**32 - 1
 PROTOCOL = 5
 
+# A payload starting with this holds a pickle stream and out-of-band buffers (no pickle
+# stream starts with a zero byte). Buffers smaller than OOB_MIN_BYTES stay in the stream:
+# below that the copy is cheaper than the bookkeeping.
+OOB_MAGIC = b"\x00OOB"
+OOB_MIN_BYTES = 64 * 1024
+
 
 class Kind(IntEnum):
     """Frame kinds. Parent to worker: TASK, CANCEL, STOP. Worker to parent: the rest."""
@@ -56,18 +62,48 @@ def frame(kind: Kind, task_id: int = 0, number: float = 0.0, payload: bytes = b"
 
 def dumps(obj: Any, what: str) -> bytes:
     """Pickle ``obj`` for the other side; raise SerializationError naming ``what``."""
+    return _checked(_pickle(obj, what, None), what)
+
+
+def dumps_parts(obj: Any, what: str) -> list[bytes | memoryview]:
+    """Pickle ``obj`` with protocol 5 out-of-band buffers: large contiguous buffers
+    (bytearray, numpy arrays, PickleBuffer) are not copied into the pickle stream but
+    sent as they are, after it. Returns the parts of one payload, in order."""
+    buffers: list[memoryview] = []
+
+    def out_of_band(buffer: pickle.PickleBuffer) -> bool:
+        try:
+            raw = buffer.raw()
+        except BufferError:  # not contiguous: in the stream
+            return True
+        if raw.nbytes < OOB_MIN_BYTES:
+            return True
+        buffers.append(raw)
+        return False
+
+    data = _pickle(obj, what, out_of_band)
+    if not buffers:
+        return [_checked(data, what)]
+    lengths = [len(data), *(b.nbytes for b in buffers)]
+    head = OOB_MAGIC + struct.pack(f"<I{len(lengths)}Q", len(buffers), *lengths)
+    parts: list[bytes | memoryview] = [head + data, *buffers]
+    if sum(len(p) if isinstance(p, bytes) else p.nbytes for p in parts) > MAX_PAYLOAD:
+        raise SerializationError(what, f"over the {MAX_PAYLOAD}-byte frame limit")
+    return parts
+
+
+def _pickle(obj: Any, what: str, buffer_callback: Any) -> bytes:
     try:
-        data = pickle.dumps(obj, PROTOCOL)
+        data = pickle.dumps(obj, PROTOCOL, buffer_callback=buffer_callback)
         # A reference to __main__ would not resolve in the worker: pickle by value instead.
         if b"__main__" not in data:
-            return _checked(data, what)
+            return data
     except Exception:
         pass
     try:
-        data = cloudpickle.dumps(obj, PROTOCOL)
+        return cloudpickle.dumps(obj, PROTOCOL, buffer_callback=buffer_callback)  # type: ignore[no-any-return]
     except Exception as exc:
         raise SerializationError(what, f"{type(exc).__name__}: {exc}") from exc
-    return _checked(data, what)
 
 
 def _checked(data: bytes, what: str) -> bytes:
@@ -76,12 +112,30 @@ def _checked(data: bytes, what: str) -> bytes:
     return data
 
 
-def loads(data: bytes | memoryview, what: str) -> Any:
+def loads(data: bytes | bytearray | memoryview, what: str) -> Any:
     """Unpickle bytes from the other side; raise SerializationError naming ``what``."""
     try:
-        return pickle.loads(data)
+        return load_payload(data)
     except Exception as exc:
         raise SerializationError(what, f"{type(exc).__name__}: {exc}") from exc
+
+
+def load_payload(data: bytes | bytearray | memoryview) -> Any:
+    """Unpickle a payload made by ``dumps`` or ``dumps_parts``. Out-of-band buffers are
+    read in place: an array rebuilt from one shares the received frame's memory."""
+    if data[:4] != OOB_MAGIC:
+        return pickle.loads(data)
+    view = memoryview(data)
+    (count,) = struct.unpack_from("<I", view, 4)
+    lengths = struct.unpack_from(f"<{count + 1}Q", view, 8)
+    pos = 8 + 8 * (count + 1)
+    stream = view[pos : pos + lengths[0]]
+    pos += lengths[0]
+    buffers = []
+    for length in lengths[1:]:
+        buffers.append(view[pos : pos + length])
+        pos += length
+    return pickle.loads(stream, buffers=buffers)
 
 
 # Reads from a pipe: small enough to stay below malloc's mmap threshold (a fresh 256 KiB

@@ -39,6 +39,10 @@ T = TypeVar("T")
 # it, the coordinator's own finalizer kills the worker processes.
 EXIT_GRACE_S = 3.0
 
+# How long future.cancel() waits for the coordinator's loop to cancel the task; the loop
+# answers in microseconds unless it is blocked.
+CANCEL_WAIT_S = 5.0
+
 
 def _new_loop() -> asyncio.AbstractEventLoop:
     try:
@@ -277,12 +281,22 @@ class BlockingCoordinator:
         handle = await self._coord.run(task, prefs, timeout=timeout)
         future = asyncio.run_coroutine_threadsafe(handle.join(), loop)
 
+        runner = self._runner
+
         def cancel_task(done: concurrent.futures.Future[tuple[Any, Hashable]]) -> None:
-            if done.cancelled():
-                try:
-                    loop.call_soon_threadsafe(handle.cancel)
-                except RuntimeError:  # the loop is closed: nothing to cancel
-                    pass
+            if not done.cancelled():
+                return
+            if runner.on_loop_thread():
+                handle.cancel()
+                return
+            # Wait until the loop has cancelled it, so that once future.cancel() returns a
+            # queued task can no longer start.
+            cancelled: concurrent.futures.Future[bool] = concurrent.futures.Future()
+            try:
+                loop.call_soon_threadsafe(lambda: cancelled.set_result(handle.cancel()))
+                cancelled.result(CANCEL_WAIT_S)
+            except (RuntimeError, concurrent.futures.TimeoutError):  # the loop is closed or stuck
+                pass
 
         future.add_done_callback(cancel_task)
         return future

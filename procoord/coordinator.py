@@ -31,7 +31,7 @@ from typing import Any, Literal, final, overload
 from . import _wire, balancer
 from ._bulk import DEFAULT_WINDOW, MapIterator
 from ._ledger import TaskLedger
-from ._slot import Task, WorkerSlot, wake_waiters
+from ._slot import Payload, Task, WorkerSlot, wake_waiters
 from .backends._base import Backend
 from .backends.local import LocalBackend
 from .errors import (
@@ -364,7 +364,8 @@ class Coordinator:
             timeout = self.task_timeout
         else:
             _check_timeout(timeout)
-        payload = _wire.dumps(task, "task")
+        parts = _wire.dumps_parts(task, "task")
+        payload: Payload = parts[0] if len(parts) == 1 else parts  # type: ignore[assignment]
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()

@@ -326,3 +326,32 @@ def build_once(marker: str) -> Any:
         raise RuntimeError("this factory works only once")
     open(marker, "w").close()
     return double
+
+
+class Blob:
+    """A buffer that pickles out-of-band with protocol 5, as numpy arrays do."""
+
+    def __init__(self, data: bytearray | memoryview) -> None:
+        self.data = data
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        if protocol >= 5:
+            import pickle
+
+            return (Blob, (pickle.PickleBuffer(self.data),))
+        return (Blob, (bytes(self.data),))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Blob) and bytes(self.data) == bytes(other.data)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def echo(x: Any) -> Any:
+    return x
+
+
+def blob_sum(blob: Blob) -> tuple[int, Blob]:
+    """The byte sum of a blob, and a new blob twice as long (out-of-band both ways)."""
+    data = bytes(blob.data)
+    return sum(data[::4096]), Blob(bytearray(data * 2))

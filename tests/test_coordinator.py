@@ -8,6 +8,7 @@ import os
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -530,3 +531,26 @@ def test_fork_start_method_is_refused() -> None:
 
     with pytest.raises(ValueError, match="must not be forked"):
         LocalBackend(start_method="fork")
+
+
+async def test_large_buffers_travel_out_of_band(coord: Coordinator) -> None:
+    """Test a task and a result carrying large out-of-band buffers (as numpy arrays do)."""
+    await coord.add_worker("w", _funcs.blob_sum)
+    data = bytearray(range(256)) * 8192  # 2 MiB
+    (total, doubled), worker = await coord.call(_funcs.Blob(data))
+    assert worker == "w" and total == sum(bytes(data)[::4096])
+    assert doubled == _funcs.Blob(data * 2)
+
+
+def _array_stats(arr: Any) -> tuple[float, Any]:
+    return float(arr.sum()), arr * 2
+
+
+async def test_numpy_arrays_round_trip(coord: Coordinator) -> None:
+    """Test numpy arrays both ways through the out-of-band path."""
+    np = pytest.importorskip("numpy")
+    await coord.add_worker("w", _array_stats)
+    arr = np.arange(4 * 2**20, dtype=np.float64)  # 32 MiB
+    (total, doubled), _ = await coord.call(arr)
+    assert total == float(arr.sum())
+    assert doubled.shape == arr.shape and np.array_equal(doubled, arr * 2)

@@ -84,3 +84,17 @@ def test_big_frame_is_received_into_its_own_buffer() -> None:
         (Kind.RESULT, 2, 0.5, big),
         (Kind.LOAD, 3, 1.0, b"z"),
     ]
+
+
+def test_out_of_band_buffers_round_trip() -> None:
+    """Test that large protocol-5 buffers travel out of band, and small ones in the stream."""
+    from procoord._wire import dumps_parts, load_payload
+
+    from ._funcs import Blob
+
+    big = Blob(bytearray(range(256)) * 4096)
+    parts = dumps_parts({"blob": big, "n": 1}, "task")
+    assert len(parts) == 2 and isinstance(parts[1], memoryview) and parts[1].nbytes == 2**20
+    assert load_payload(b"".join(parts)) == {"blob": big, "n": 1}
+    assert len(dumps_parts(Blob(bytearray(b"small")), "task")) == 1
+    assert load_payload(b"".join(dumps_parts(b"x" * 2**20, "task"))) == b"x" * 2**20

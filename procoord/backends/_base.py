@@ -42,7 +42,7 @@ class WorkerChannel(Protocol):
     def is_async(self) -> bool:
         """Whether the processor's ``do_work`` is a coroutine function (cancellable)."""
 
-    def send(self, frames: Sequence[bytes]) -> None:
+    def send(self, frames: Sequence[bytes | memoryview]) -> None:
         """Queue frames for the worker without blocking."""
 
     def close(self) -> None:

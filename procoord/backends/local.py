@@ -256,14 +256,14 @@ class LocalChannel:
 
     # -- commands -------------------------------------------------------------------
 
-    def send(self, frames: Sequence[bytes]) -> None:
+    def send(self, frames: Sequence[bytes | memoryview]) -> None:
         write = self._write
         if self._lost or write is None or write.is_closing():
             return
-        if len(frames) == 2 and len(frames[1]) > BIG_WRITE:
-            # One big payload: skip the copy that joining it to its header would make.
-            write.write(frames[0])
-            write.write(frames[1])
+        if any(len(f) > BIG_WRITE for f in frames):
+            # Big payloads or buffers: skip the copy that joining them would make.
+            for part in frames:
+                write.write(part)
         else:
             write.writelines(frames)
 

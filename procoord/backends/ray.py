@@ -191,7 +191,7 @@ class RayChannel:
         _kill(ray, self._actor)
         self._handler.channel_lost(exitcode)
 
-    def send(self, frames: Sequence[bytes]) -> None:
+    def send(self, frames: Sequence[bytes | memoryview]) -> None:
         if self._lost:
             return
         self._seq += 1
