@@ -65,11 +65,16 @@ def dumps(obj: Any, what: str) -> bytes:
     return _checked(_pickle(obj, what, None), what)
 
 
-def dumps_parts(obj: Any, what: str) -> list[bytes | memoryview]:
+def dumps_parts(obj: Any, what: str, *, snapshot: bool = False) -> list[bytes | memoryview]:
     """Pickle ``obj`` with protocol 5 out-of-band buffers: large contiguous buffers
-    (bytearray, numpy arrays, PickleBuffer) are not copied into the pickle stream but
-    sent as they are, after it. Returns the parts of one payload, in order."""
-    buffers: list[memoryview] = []
+    (numpy arrays, PickleBuffer) are not copied into the pickle stream but sent as they
+    are, after it. Returns the parts of one payload, in order.
+
+    With ``snapshot=True`` each buffer is copied once, now: the payload then no longer
+    sees changes the caller makes to the object afterwards (a task may wait in the
+    parent before it is written), as with ordinary pickling.
+    """
+    buffers: list[bytes | memoryview] = []
 
     def out_of_band(buffer: pickle.PickleBuffer) -> bool:
         try:
@@ -78,13 +83,13 @@ def dumps_parts(obj: Any, what: str) -> list[bytes | memoryview]:
             return True
         if raw.nbytes < OOB_MIN_BYTES:
             return True
-        buffers.append(raw)
+        buffers.append(raw.tobytes() if snapshot else raw)
         return False
 
     data = _pickle(obj, what, out_of_band)
     if not buffers:
         return [_checked(data, what)]
-    lengths = [len(data), *(b.nbytes for b in buffers)]
+    lengths = [len(data), *(len(b) if isinstance(b, bytes) else b.nbytes for b in buffers)]
     head = OOB_MAGIC + struct.pack(f"<I{len(lengths)}Q", len(buffers), *lengths)
     parts: list[bytes | memoryview] = [head + data, *buffers]
     if sum(len(p) if isinstance(p, bytes) else p.nbytes for p in parts) > MAX_PAYLOAD:

@@ -364,7 +364,7 @@ class Coordinator:
             timeout = self.task_timeout
         else:
             _check_timeout(timeout)
-        parts = _wire.dumps_parts(task, "task")
+        parts = _wire.dumps_parts(task, "task", snapshot=True)
         payload: Payload = parts[0] if len(parts) == 1 else parts  # type: ignore[assignment]
         loop = self._loop
         if loop is None:

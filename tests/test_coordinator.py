@@ -554,3 +554,20 @@ async def test_numpy_arrays_round_trip(coord: Coordinator) -> None:
     (total, doubled), _ = await coord.call(arr)
     assert total == float(arr.sum())
     assert doubled.shape == arr.shape and np.array_equal(doubled, arr * 2)
+
+
+async def test_task_is_a_snapshot_taken_at_run(coord: Coordinator, beacons: BeaconFactory) -> None:
+    """Test that changing a large buffer after run() does not change the queued task."""
+    started, release = beacons(), beacons()
+    await coord.add_worker("w", _funcs.Counter())
+    held = await coord.run(("hold", started.path, release.path))
+    await started.wait()
+    filler = await coord.run("filler")  # the worker's window (2 while unmeasured) is now full
+    data = bytearray(b"a" * 2**20)
+    queued = await coord.run(("blob", _funcs.Blob(data)))  # waits in the parent, out of band
+    data[:] = b"b" * 2**20
+    await release.signal()
+    await held
+    await filler
+    (_, blob), _ = await queued
+    assert bytes(blob.data[:1]) == b"a" and bytes(blob.data[-1:]) == b"a"
