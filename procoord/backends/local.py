@@ -13,6 +13,7 @@ import fcntl
 import multiprocessing
 import os
 import pickle
+from collections import deque
 from collections.abc import Hashable, Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -30,8 +31,8 @@ __all__ = ("LocalBackend", "LocalChannel")
 # results in fewer wake-ups than the 64 KiB default.
 PIPE_SIZE = 1 << 20
 
-# Above this size a payload is written on its own rather than joined to its header.
-BIG_WRITE = 256 * 1024
+# At most this many buffers per writev call (Linux's IOV_MAX is 1024).
+MAX_IOV = 512
 
 # How long a worker may take from process start to READY (importing the user's
 # modules, building the processor) before it is declared failed.
@@ -110,11 +111,12 @@ class LocalBackend:
             child_read.close()
             child_write.close()
         channel = LocalChannel(proc, p2c_w, c2p_r)
-        await channel.open()
         try:
+            await channel.open()
             await channel.wait_ready(ident, self.ready_timeout)
         except BaseException:
             channel.kill()
+            channel.release_pipes()  # nobody will read this worker again
             raise
         channel.set_handler(handler)
         return channel
@@ -135,7 +137,7 @@ class LocalChannel:
         self._write_fd = write_fd
         self._read_fd = read_fd
         self._loop = asyncio.get_running_loop()
-        self._write: asyncio.WriteTransport | None = None
+        self._writer: _PipeWriter | None = None
         self._reading = False
         self._frames = FrameReader()
         self._handler: ChannelHandler | None = None
@@ -158,7 +160,7 @@ class LocalChannel:
 
     async def open(self) -> None:
         loop = self._loop
-        self._write, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(self._write_fd, "wb", buffering=0))
+        self._writer = _PipeWriter(loop, self._write_fd)
         os.set_blocking(self._read_fd, False)
         loop.add_reader(self._read_fd, self._on_readable)
         self._reading = True
@@ -245,8 +247,8 @@ class LocalChannel:
         if self._lost or not (self._eof and self._exited):
             return
         self._lost = True
-        if self._write is not None and not self._write.is_closing():
-            self._write.abort()
+        if self._writer is not None:
+            self._writer.abort()
         self._stop_reading()
         if not self._ready.done():
             self._ready.set_exception(_DiedAtStart(self._exitcode))
@@ -257,19 +259,12 @@ class LocalChannel:
     # -- commands -------------------------------------------------------------------
 
     def send(self, frames: Sequence[bytes | memoryview]) -> None:
-        write = self._write
-        if self._lost or write is None or write.is_closing():
-            return
-        if any(len(f) > BIG_WRITE for f in frames):
-            # Big payloads or buffers: skip the copy that joining them would make.
-            for part in frames:
-                write.write(part)
-        else:
-            write.writelines(frames)
+        if not self._lost and self._writer is not None:
+            self._writer.write(frames)
 
     def close(self) -> None:
-        if self._write is not None and not self._write.is_closing():
-            self._write.close()
+        if self._writer is not None:
+            self._writer.close()
 
     def kill(self) -> None:
         if not self._exited:
@@ -289,27 +284,110 @@ class LocalChannel:
                 proc.join(grace_s)
         except (ValueError, AssertionError, ProcessLookupError, AttributeError):
             pass
-        self._release_pipes()
+        loop = self._loop
+        if loop.is_closed() or _running_loop() is loop:
+            self.release_pipes()
+        else:  # called from another thread (garbage collection there, or exit)
+            try:
+                loop.call_soon_threadsafe(self.release_pipes)
+            except RuntimeError:  # closed meanwhile
+                self.release_pipes()
 
-    def _release_pipes(self) -> None:
-        """Close the parent's ends now, if the event loop still allows it, rather than
-        leaving them to the garbage collector (and its ResourceWarning)."""
+    def release_pipes(self) -> None:
+        """Close the parent's ends now (on the loop's thread, or with the loop closed)."""
         if self._lost:
             return
         self._lost = True
-        try:
-            if self._write is not None and not self._write.is_closing():
-                self._write.abort()
-            if self._reading:
-                self._reading = False
+        live = not self._loop.is_closed()
+        if self._writer is not None:
+            self._writer.abort()
+        if self._reading:
+            self._reading = False
+            if live:
                 self._loop.remove_reader(self._read_fd)
-                os.close(self._read_fd)
+            os.close(self._read_fd)
+        if live:
             self._loop.remove_reader(self._proc.sentinel)
-        except (RuntimeError, OSError, ValueError):  # the loop is closed or gone
-            pass
 
     def __repr__(self) -> str:
         return f"<LocalChannel pid={self._pid} lost={self._lost}>"
+
+
+class _PipeWriter:
+    """Writes frames to a non-blocking pipe: at once with ``os.writev`` (no joining
+    copy), and the rest when the pipe has room again. It owns the file descriptor."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int) -> None:
+        self._loop = loop
+        self._fd: int | None = fd
+        self._pending: deque[memoryview] = deque()
+        self._close_when_flushed = False
+        os.set_blocking(fd, False)
+
+    def write(self, parts: Sequence[bytes | memoryview]) -> None:
+        if self._fd is None or self._close_when_flushed:
+            return
+        if self._pending:
+            self._pending.extend(memoryview(p) for p in parts)
+            return
+        self._pending.extend(memoryview(p) for p in parts)
+        if self._flush():
+            self._loop.add_writer(self._fd, self._on_writable)
+
+    def _flush(self) -> bool:
+        """Write what the pipe takes; True when something is left."""
+        pending = self._pending
+        fd = self._fd
+        while pending and fd is not None:
+            batch = [pending[i] for i in range(min(len(pending), MAX_IOV))]
+            try:
+                written = os.writev(fd, batch)
+            except (BlockingIOError, InterruptedError):
+                return True
+            except OSError:  # the worker is gone; its loss is seen on the read side
+                pending.clear()
+                return False
+            while written:
+                head = pending[0]
+                if written >= head.nbytes:
+                    written -= head.nbytes
+                    pending.popleft()
+                else:
+                    pending[0] = head[written:]
+                    written = 0
+        return False
+
+    def _on_writable(self) -> None:
+        if self._flush():
+            return
+        if self._fd is not None:
+            self._loop.remove_writer(self._fd)
+        if self._close_when_flushed:
+            self.abort()
+
+    def close(self) -> None:
+        """Close once everything queued is written (the worker then sees end of file)."""
+        if self._pending:
+            self._close_when_flushed = True
+        else:
+            self.abort()
+
+    def abort(self) -> None:
+        """Close now, dropping what is not written."""
+        fd, self._fd = self._fd, None
+        self._pending.clear()
+        if fd is None:
+            return
+        if not self._loop.is_closed():
+            self._loop.remove_writer(fd)
+        os.close(fd)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 class _StartFailed(Exception):
