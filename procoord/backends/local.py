@@ -325,14 +325,32 @@ class _PipeWriter:
         os.set_blocking(fd, False)
 
     def write(self, parts: Sequence[bytes | memoryview]) -> None:
-        if self._fd is None or self._close_when_flushed:
+        fd = self._fd
+        if fd is None or self._close_when_flushed:
             return
         if self._pending:
             self._pending.extend(memoryview(p) for p in parts)
             return
-        self._pending.extend(memoryview(p) for p in parts)
+        if len(parts) <= MAX_IOV:  # the common case: the pipe takes it all at once
+            try:
+                written = os.writev(fd, parts)
+            except (BlockingIOError, InterruptedError):
+                written = 0
+            except OSError:  # the worker is gone; its loss is seen on the read side
+                return
+            for part in parts:
+                size = len(part) if isinstance(part, bytes) else part.nbytes
+                if written >= size:
+                    written -= size
+                    continue
+                self._pending.append(memoryview(part)[written:])
+                written = 0
+            if not self._pending:
+                return
+        else:
+            self._pending.extend(memoryview(p) for p in parts)
         if self._flush():
-            self._loop.add_writer(self._fd, self._on_writable)
+            self._loop.add_writer(fd, self._on_writable)
 
     def _flush(self) -> bool:
         """Write what the pipe takes; True when something is left."""
