@@ -36,6 +36,9 @@ from .processor import ProcessorSpec, build_processor
 
 PR_SET_PDEATHSIG = 1
 
+# How often a worker reports CPU and memory by default: fresher stats against wake-ups.
+DEFAULT_SAMPLE_INTERVAL_S = 0.25
+
 # Results of these types are never awaitable: skip the (slow, ABC-based) check.
 _PLAIN_TYPES = frozenset({int, float, str, bytes, bool, tuple, list, dict, set, type(None)})
 

@@ -25,8 +25,9 @@ from .errors import (
     TaskTimeoutError,
     WorkerLostError,
     WorkerStartError,
+    describe_exit,
 )
-from .prefs import Pref
+from .prefs import Pref, Required
 from .processor import ProcessorSpec
 from .stats import WorkerState, WorkerStats
 
@@ -132,7 +133,7 @@ class WorkerSlot:
         self._head: Task | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timed_out: Task | None = None
-        self._kill_reason = ""
+        self._killed_by = ""
         self._restart_task: asyncio.Task[None] | None = None
         self._stopped: asyncio.Future[None] | None = None
 
@@ -198,10 +199,10 @@ class WorkerSlot:
         if self._stopped is not None:
             await asyncio.shield(self._stopped)
 
-    def kill(self, reason: str = "") -> None:
-        """End the process now (used when a stop takes too long); ``reason`` goes into
+    def kill(self, killed_by: str = "") -> None:
+        """End the process now (used when a stop takes too long); ``killed_by`` goes into
         the WorkerLostError of the task it was running."""
-        self._kill_reason = reason
+        self._killed_by = killed_by
         if self.channel is not None:
             self.channel.kill()
 
@@ -403,8 +404,8 @@ class WorkerSlot:
             # lost and the ones behind it never started.
             if inflight:
                 self.failed += 1
-                detail = self._kill_reason or "the task running on it was lost while it stopped"
-                self.owner.task_finished(inflight[0], error=WorkerLostError(self.ident, channel_pid, exitcode, detail))
+                lost = WorkerLostError(self.ident, channel_pid, exitcode, "while it stopped", self._killed_by)
+                self.owner.task_finished(inflight[0], error=lost)
             if inflight[1:]:
                 self.owner.reroute(inflight[1:], self)
             self.state = "stopped"
@@ -423,15 +424,15 @@ class WorkerSlot:
                 "worker %r (pid %s) died %s while running task %d",
                 self.ident,
                 channel_pid,
-                _exit_words(exitcode),
+                describe_exit(exitcode),
                 running.id,
             )
         elif timed_out is None:
-            logger.warning("worker %r (pid %s) died %s while idle", self.ident, channel_pid, _exit_words(exitcode))
+            logger.warning("worker %r (pid %s) died %s while idle", self.ident, channel_pid, describe_exit(exitcode))
         # Tasks written but not started, and Any/Preferred tasks bound here, go elsewhere;
         # Required ones wait for the restart.
-        movable = inflight + [t for t in self.queue if not _is_required(t)]
-        self.queue = deque(t for t in self.queue if _is_required(t))
+        movable = inflight + [t for t in self.queue if type(t.prefs) is not Required]
+        self.queue = deque(t for t in self.queue if type(t.prefs) is Required)
         if timed_out is None:
             self.crash_times.append(time.monotonic())
         self._after_loss(exitcode)
@@ -529,18 +530,6 @@ class _Orphaned:
 _ORPHANED = _Orphaned()
 
 
-def _is_required(task: Task) -> bool:
-    from .prefs import Required
-
-    return isinstance(task.prefs, Required)
-
-
 def _chain(error: BaseException, cause: BaseException) -> BaseException:
     error.__cause__ = cause
     return error
-
-
-def _exit_words(exitcode: int | None) -> str:
-    from .errors import describe_exit
-
-    return describe_exit(exitcode)

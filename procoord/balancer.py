@@ -45,8 +45,6 @@ class Candidate:
 
     queue_len: int
     """Tasks bound to the worker and not finished, the running one included."""
-    ewma_s: float | None
-    """Measured EWMA of task run times, or None before the first measurement."""
     has_room: bool = True
     """Whether the worker can take another task into its in-flight window now."""
     last_given: int = 0

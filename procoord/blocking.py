@@ -112,6 +112,28 @@ class _LoopThread:
     def on_loop_thread(self) -> bool:
         return threading.current_thread() is self.thread
 
+    def call_and_wait(self, fn: Callable[[], object]) -> None:
+        """Run ``fn`` on the loop's thread and return once it has run (from any thread),
+        so that a cancellation has taken effect when the caller goes on."""
+        if self.on_loop_thread():
+            fn()
+            return
+        if not self.loop.is_running():  # stopped or closed: nothing would run it
+            return
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                fn()
+            finally:
+                done.set_result(None)
+
+        try:
+            self.loop.call_soon_threadsafe(run)
+            done.result(CANCEL_WAIT_S)
+        except (RuntimeError, concurrent.futures.TimeoutError):  # the loop is closed or stuck
+            pass
+
 
 def _cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:
     tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
@@ -284,19 +306,9 @@ class BlockingCoordinator:
         runner = self._runner
 
         def cancel_task(done: concurrent.futures.Future[tuple[Any, Hashable]]) -> None:
-            if not done.cancelled():
-                return
-            if runner.on_loop_thread():
-                handle.cancel()
-                return
-            # Wait until the loop has cancelled it, so that once future.cancel() returns a
-            # queued task can no longer start.
-            cancelled: concurrent.futures.Future[bool] = concurrent.futures.Future()
-            try:
-                loop.call_soon_threadsafe(lambda: cancelled.set_result(handle.cancel()))
-                cancelled.result(CANCEL_WAIT_S)
-            except (RuntimeError, concurrent.futures.TimeoutError):  # the loop is closed or stuck
-                pass
+            # Once future.cancel() returns, a queued task can no longer start.
+            if done.cancelled():
+                runner.call_and_wait(handle.cancel)
 
         future.add_done_callback(cancel_task)
         return future
@@ -426,10 +438,9 @@ class BlockingMapIterator(Iterator[T]):
         """Cancel what is outstanding; the iterator then ends."""
         aiter_, self._aiter = self._aiter, None
         if aiter_ is not None and not aiter_.closed:
-            try:
-                self._owner.loop.call_soon_threadsafe(aiter_.close)
-            except RuntimeError:  # the loop is closed: nothing is left to cancel
-                pass
+            # Once close() returns (or the loop's ``break`` drops the iterator), a queued
+            # task can no longer start.
+            self._owner._runner.call_and_wait(aiter_.close)
 
     def __enter__(self) -> BlockingMapIterator[T]:
         return self

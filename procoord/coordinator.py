@@ -273,7 +273,7 @@ class Coordinator:
             await asyncio.wait_for(slot.stop(), _remaining(asyncio.get_running_loop(), deadline))
         except TimeoutError:
             logger.warning("worker %r (pid %s) did not stop in time; killing it", slot.ident, slot.pid)
-            slot.kill("killed by close() when its timeout ran out")
+            slot.kill("close() when its timeout ran out")
             await slot.stop()
 
     def workers(self) -> list[Hashable]:
@@ -544,7 +544,7 @@ class Coordinator:
         if any_queue:
             slots = [s for s in self._slots.values() if s.ready]
             times = balancer.routing_times([s.ewma_s for s in slots], self.ewma_floor)
-            cands = [balancer.Candidate(s.queue_len, s.ewma_s, s.has_room, s.last_given) for s in slots]
+            cands = [balancer.Candidate(s.queue_len, s.has_room, s.last_given) for s in slots]
             while any_queue:
                 if not any(c.has_room for c in cands):
                     break
@@ -636,14 +636,13 @@ class Coordinator:
             self._closed.set_result(None)
 
     def _fail_queued(self) -> None:
-        closed = CoordinatorClosedError("the coordinator was closed with cancel_pending=True")
         queued = list(self._any_queue)
         self._any_queue.clear()
         for slot in self._slots.values():
             queued.extend(slot.queue)
             slot.queue.clear()
         for task in queued:
-            self.task_finished(task, error=CoordinatorClosedError(str(closed)))
+            self.task_finished(task, error=CoordinatorClosedError("the coordinator was closed before the task ran"))
 
     def __repr__(self) -> str:
         state = "closed" if self._closing else "open"

@@ -55,22 +55,26 @@ class WorkerLostError(ProcoordError):
         worker: ident of the worker.
         pid: its process id, when known.
         exitcode: the process exit code; negative for a signal, None when unknown.
+        killed_by: what in procoord ended the process on purpose, or "" when it died.
     """
 
-    def __init__(self, worker: Hashable, pid: int | None, exitcode: int | None, detail: str = "") -> None:
+    def __init__(
+        self, worker: Hashable, pid: int | None, exitcode: int | None, detail: str = "", killed_by: str = ""
+    ) -> None:
         self.worker = worker
         self.pid = pid
         self.exitcode = exitcode
         self.detail = detail
-        if detail.startswith("killed by"):  # ended on purpose: no need to guess why
-            message = f"worker {worker!r} (pid {pid}) was {detail}"
+        self.killed_by = killed_by
+        if killed_by:  # ended on purpose: no need to guess why
+            message = f"worker {worker!r} (pid {pid}) was killed by {killed_by}"
         else:
             message = f"worker {worker!r} (pid {pid}) died {describe_exit(exitcode)}"
-            message += f": {detail}" if detail else ""
+        message += f": {detail}" if detail else ""
         super().__init__(message)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.worker, self.pid, self.exitcode, self.detail))
+        return (type(self), (self.worker, self.pid, self.exitcode, self.detail, self.killed_by))
 
 
 class TaskTimeoutError(ProcoordError, TimeoutError):

@@ -56,12 +56,7 @@ def getpid(_: Any = None) -> int:
 
 
 def sleeper(seconds: float) -> float:
-    time.sleep(seconds)
-    return seconds
-
-
-async def async_sleeper(seconds: float) -> float:
-    await asyncio.sleep(seconds)
+    time.sleep(seconds)  # wait-ok: the task's workload
     return seconds
 
 
@@ -160,23 +155,6 @@ class FailsOnUnpickle:
 
     def __reduce__(self) -> Any:
         return (fail_on_unpickle, ())
-
-
-def wait_for_file(path: str) -> str:
-    """Block (sync) until ``path`` exists: lets a test hold a worker busy."""
-    while not os.path.exists(path):
-        time.sleep(0.005)
-    return path
-
-
-async def async_wait_forever(marker: str) -> None:
-    """Create ``marker``, then wait until cancelled."""
-    open(marker, "w").close()
-    try:
-        await asyncio.Event().wait()
-    except asyncio.CancelledError:
-        open(marker + ".cancelled", "w").close()
-        raise
 
 
 def signal_beacon(path: str) -> None:
@@ -347,11 +325,13 @@ class Blob:
     __hash__ = None  # type: ignore[assignment]
 
 
-def echo(x: Any) -> Any:
-    return x
-
-
 def blob_sum(blob: Blob) -> tuple[int, Blob]:
     """The byte sum of a blob, and a new blob twice as long (out-of-band both ways)."""
     data = bytes(blob.data)
     return sum(data[::4096]), Blob(bytearray(data * 2))
+
+
+def blocked_factory(path: str) -> Any:
+    """A factory that waits for a signal on the FIFO at ``path`` before building."""
+    wait_beacon(path)
+    return double

@@ -53,13 +53,13 @@ def test_routing_times(ewmas: list[float | None], floor: float, expected: list[f
     ("cands", "times", "expected"),
     [
         # lowest (queue_len + 1) * time wins
-        ([Candidate(0, None), Candidate(0, None)], [MS, 2 * MS], 0),
-        ([Candidate(3, None), Candidate(0, None)], [MS, 2 * MS], 1),  # 4 ms vs 2 ms
-        ([Candidate(1, None, last_given=4), Candidate(0, None, last_given=2)], [MS, 2 * MS], 1),  # a tie at 2 ms:
+        ([Candidate(0), Candidate(0)], [MS, 2 * MS], 0),
+        ([Candidate(3), Candidate(0)], [MS, 2 * MS], 1),  # 4 ms vs 2 ms
+        ([Candidate(1, last_given=4), Candidate(0, last_given=2)], [MS, 2 * MS], 1),  # a tie at 2 ms:
         # ties go to the worker given a task least recently
-        ([Candidate(0, None, last_given=5), Candidate(0, None, last_given=3)], [MS, MS], 1),
-        ([Candidate(0, None, last_given=2), Candidate(0, None, last_given=3)], [MS, MS], 0),
-        ([Candidate(2, None, last_given=1), Candidate(5, None, last_given=9)], [3 * MS, MS], 1),  # 9 ms vs 6 ms
+        ([Candidate(0, last_given=5), Candidate(0, last_given=3)], [MS, MS], 1),
+        ([Candidate(0, last_given=2), Candidate(0, last_given=3)], [MS, MS], 0),
+        ([Candidate(2, last_given=1), Candidate(5, last_given=9)], [3 * MS, MS], 1),  # 9 ms vs 6 ms
     ],
 )
 def test_pick_best(cands: list[Candidate], times: list[float], expected: int) -> None:
@@ -70,22 +70,22 @@ def test_pick_best(cands: list[Candidate], times: list[float], expected: int) ->
 def test_pick_best_empty() -> None:
     """Test that there is no choice without candidates."""
     assert pick_best([], []) is None
-    assert pick_best([Candidate(0, None, has_room=False)], [MS], only_with_room=True) is None
+    assert pick_best([Candidate(0, has_room=False)], [MS], only_with_room=True) is None
 
 
 @pytest.mark.parametrize(
     ("cands", "times", "pending", "expected"),
     [
         # the best worker has room: it takes the task
-        ([Candidate(0, None), Candidate(0, None, last_given=1)], [MS, MS], 1, 0),
+        ([Candidate(0), Candidate(0, last_given=1)], [MS, MS], 1, 0),
         # best is full, the other has room and there is plenty of work: the other takes it
-        ([Candidate(2, None, has_room=False), Candidate(0, None)], [MS, 4 * MS], 100, 1),
+        ([Candidate(2, has_room=False), Candidate(0)], [MS, 4 * MS], 100, 1),
         # at the tail: the slow worker would finish later than the fast one drains: hold
-        ([Candidate(2, None, has_room=False), Candidate(0, None)], [MS, 4 * MS], 1, None),
+        ([Candidate(2, has_room=False), Candidate(0)], [MS, 4 * MS], 1, None),
         # nobody has room: hold
-        ([Candidate(2, None, has_room=False), Candidate(2, None, has_room=False)], [MS, MS], 10, None),
+        ([Candidate(2, has_room=False), Candidate(2, has_room=False)], [MS, MS], 10, None),
         # equal speeds, best full: the other takes it (it would finish no later)
-        ([Candidate(2, None, has_room=False), Candidate(1, None)], [MS, MS], 1, 1),
+        ([Candidate(2, has_room=False), Candidate(1)], [MS, MS], 1, 1),
     ],
 )
 def test_pick_for_pull(cands: list[Candidate], times: list[float], pending: int, expected: int | None) -> None:

@@ -108,7 +108,7 @@ def test_run_coroutine_reaches_the_whole_async_api(bc: BlockingCoordinator) -> N
     bc.run_coroutine(greeter.add_worker("g", EnglishGreeter()))
     assert bc.run_coroutine(greeter.require("g").greet("bob").join()) == ("hello bob", "g")
     with pytest.raises(TimeoutError):
-        bc.run_coroutine(asyncio.sleep(10), timeout=0.05)
+        bc.run_coroutine(asyncio.Event().wait(), timeout=0.05)  # never finishes
 
 
 def test_future_cancel_cancels_a_queued_task(bc: BlockingCoordinator, beacons: BeaconFactory) -> None:
@@ -239,13 +239,13 @@ def test_collected_without_close_stops_its_workers() -> None:
 
 _FORGETFUL_SCRIPT = textwrap.dedent(
     """
-    import sys, time
+    import sys, threading
     import procoord
 
     def work(task):
         import os
-        if task == "sleep":
-            time.sleep(600)
+        if task == "block":
+            threading.Event().wait()  # a task that never ends
         return os.getpid()
 
     if __name__ == "__main__":
@@ -254,7 +254,7 @@ _FORGETFUL_SCRIPT = textwrap.dedent(
         pid, _ = bc.call(0)
         print(pid, flush=True)
         if sys.argv[1] == "busy":
-            bc.run("sleep")
+            bc.run("block")
             bc.run("queued")
         # exits without close()
     """

@@ -368,6 +368,7 @@ async def test_add_worker_replaces_and_retires_old(coord: Coordinator) -> None:
     psutil.wait_procs([psutil.Process(old_pid)] if psutil.pid_exists(old_pid) else [], timeout=10)
     assert not psutil.pid_exists(old_pid) or psutil.Process(old_pid).status() == psutil.STATUS_ZOMBIE
     assert coord.workers() == ["w"]
+    assert "w" in coord and "x" not in coord and len(coord) == 1
 
 
 async def test_remove_worker(beacons: BeaconFactory) -> None:
@@ -571,3 +572,16 @@ async def test_task_is_a_snapshot_taken_at_run(coord: Coordinator, beacons: Beac
     await filler
     (_, blob), _ = await queued
     assert bytes(blob.data[:1]) == b"a" and bytes(blob.data[-1:]) == b"a"
+
+
+async def test_worker_not_ready_in_time(beacons: BeaconFactory) -> None:
+    """Test LocalBackend(ready_timeout=...): a processor that takes too long to build fails
+    add_worker with WorkerStartError, and its process is killed."""
+    from procoord.backends import LocalBackend
+
+    never = beacons()  # nobody ever signals it: the factory blocks
+    async with Coordinator(backend=LocalBackend(ready_timeout=0.5)) as coord:
+        coord.register("slow", _funcs.blocked_factory, never.path)
+        with pytest.raises(WorkerStartError, match=r"not ready within 0\.5 s"):
+            await coord.add_worker("s", "slow")
+        assert coord.workers() == []

@@ -45,9 +45,6 @@ class WorkerChannel(Protocol):
     def send(self, frames: Sequence[bytes | memoryview]) -> None:
         """Queue frames for the worker without blocking."""
 
-    def close(self) -> None:
-        """Tell the worker there is nothing more (it exits once idle)."""
-
     def kill(self) -> None:
         """End the worker now (SIGKILL or equivalent)."""
 

@@ -20,6 +20,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from .. import _child
+from .._child import DEFAULT_SAMPLE_INTERVAL_S
 from .._wire import FrameReader, Kind
 from ..errors import WorkerStartError, describe_exit
 from ..processor import ProcessorSpec
@@ -38,8 +39,6 @@ MAX_IOV = 512
 # modules, building the processor) before it is declared failed.
 DEFAULT_READY_TIMEOUT_S = 60.0
 
-# How often a worker reports CPU and memory: fresher stats against wake-ups.
-DEFAULT_SAMPLE_INTERVAL_S = 0.25
 
 # After a worker's exit is seen, how long to wait for its pipe's EOF (a grandchild may
 # hold the pipe open) before declaring it lost anyway.
@@ -262,10 +261,6 @@ class LocalChannel:
         if not self._lost and self._writer is not None:
             self._writer.write(frames)
 
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-
     def kill(self) -> None:
         if not self._exited:
             try:
@@ -321,12 +316,11 @@ class _PipeWriter:
         self._loop = loop
         self._fd: int | None = fd
         self._pending: deque[memoryview] = deque()
-        self._close_when_flushed = False
         os.set_blocking(fd, False)
 
     def write(self, parts: Sequence[bytes | memoryview]) -> None:
         fd = self._fd
-        if fd is None or self._close_when_flushed:
+        if fd is None:
             return
         if self._pending:
             self._pending.extend(memoryview(p) for p in parts)
@@ -380,15 +374,6 @@ class _PipeWriter:
             return
         if self._fd is not None:
             self._loop.remove_writer(self._fd)
-        if self._close_when_flushed:
-            self.abort()
-
-    def close(self) -> None:
-        """Close once everything queued is written (the worker then sees end of file)."""
-        if self._pending:
-            self._close_when_flushed = True
-        else:
-            self.abort()
 
     def abort(self) -> None:
         """Close now, dropping what is not written."""

@@ -17,6 +17,7 @@ import pickle
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
+from .._child import DEFAULT_SAMPLE_INTERVAL_S
 from .._wire import Kind
 from ..errors import WorkerStartError
 from ..processor import ProcessorSpec
@@ -32,8 +33,6 @@ logger = logging.getLogger("procoord")
 # the user's modules and building the processor.
 DEFAULT_READY_TIMEOUT_S = 120.0
 
-# How often a worker reports CPU and memory (each report is one reply to the parent).
-DEFAULT_SAMPLE_INTERVAL_S = 0.25
 
 INSTALL_HINT = "python -m pip install 'procoord[ray]'"
 
@@ -196,10 +195,6 @@ class RayChannel:
             return
         self._seq += 1
         self._push.remote(self._seq, b"".join(frames))
-
-    def close(self) -> None:
-        """End the actor (the parent's loss of it is reported as usual)."""
-        _kill(self._ray, self._actor)
 
     def kill(self) -> None:
         _kill(self._ray, self._actor)
