@@ -14,13 +14,11 @@ import ctypes
 import inspect
 import multiprocessing
 import os
-import pickle
 import select
 import signal
 import sys
 import threading
 import time
-import traceback
 from collections import deque
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -30,7 +28,7 @@ import psutil
 import uvloop
 
 from . import _wire
-from ._wire import HEADER, Batch, Kind
+from ._wire import Batch, Kind
 from .errors import SerializationError
 from .processor import ProcessorSpec, build_processor
 
@@ -158,10 +156,9 @@ class WorkerCore:
         try:
             do_work, is_async = build_processor(spec)
         except BaseException as exc:
-            text = "".join(traceback.format_exception(exc))
-            self.send(Kind.START_FAILED, 0, 0.0, pickle.dumps((f"{type(exc).__name__}: {exc}", text)))
+            self.send(*_wire.start_failed_frame(exc))
             return
-        self.send(Kind.READY, os.getpid(), 1.0 if is_async else 0.0)
+        self.send(*_wire.ready_frame(os.getpid(), is_async))
         self.started()
         await self._run_tasks(do_work, is_async)
 
@@ -204,7 +201,7 @@ class WorkerCore:
             try:
                 task = _wire.load_payload(payload)
             except Exception as exc:
-                self.send(Kind.BAD_TASK, task_id, 0.0, _pack_error(exc, "task"))
+                self.send(Kind.BAD_TASK, task_id, 0.0, _wire.pack_error(exc, "task"))
                 continue
             started = time.perf_counter()
             try:
@@ -227,7 +224,7 @@ class WorkerCore:
             except Exception as exc:
                 elapsed = time.perf_counter() - started
                 ran_long = elapsed > CHECK_INPUT_AFTER_S
-                self.send(Kind.ERROR, task_id, elapsed, _pack_error(exc, "error"))
+                self.send(Kind.ERROR, task_id, elapsed, _wire.pack_error(exc, "error"))
                 continue
             elapsed = time.perf_counter() - started
             ran_long = elapsed > CHECK_INPUT_AFTER_S
@@ -239,7 +236,7 @@ class WorkerCore:
                         raise
                     parts = _wire.dumps_parts(_picklable_outcomes(result), "result")
             except SerializationError as exc:
-                self.send(Kind.BAD_RESULT, task_id, elapsed, _pack_error(exc, "result"))
+                self.send(Kind.BAD_RESULT, task_id, elapsed, _wire.pack_error(exc, "result"))
                 continue
             if len(parts) == 1:
                 self.send(Kind.RESULT, task_id, elapsed, parts[0])  # type: ignore[arg-type]
@@ -262,7 +259,7 @@ class _Worker(WorkerCore):
 
     def send(self, kind: Kind, task_id: int = 0, number: float = 0.0, payload: bytes = b"") -> None:
         """Write one frame; thread-safe (the sampler thread writes too)."""
-        header = HEADER.pack(len(payload), kind, task_id, number)
+        header = _wire.header(kind, task_id, number, len(payload))
         with self.write_lock:
             try:
                 if len(payload) < 65536:
@@ -275,8 +272,7 @@ class _Worker(WorkerCore):
 
     def send_parts(self, kind: Kind, task_id: int, number: float, parts: list[bytes | memoryview]) -> None:
         """Write one frame from its parts, each buffer as it is (no joining copy)."""
-        size = sum(len(p) if isinstance(p, bytes) else p.nbytes for p in parts)
-        header = HEADER.pack(size, kind, task_id, number)
+        header = _wire.header(kind, task_id, number, _wire.parts_size(parts))
         with self.write_lock:
             try:
                 self._write_all(header)
@@ -328,7 +324,7 @@ class _Worker(WorkerCore):
                 rss = me.memory_info().rss
             except psutil.Error:
                 continue
-            self.send(Kind.LOAD, rss, cpu)
+            self.send(*_wire.load_frame(rss, cpu))
 
 
 def _run_batch(do_work: Callable[[Any], Any], is_async: bool, items: Batch) -> Any:
@@ -346,7 +342,7 @@ def _run_batch(do_work: Callable[[Any], Any], is_async: bool, items: Batch) -> A
                 raise TypeError("a sync processor returned an awaitable inside a batch")
             outcomes.append((True, result))
         except Exception as exc:
-            outcomes.append((False, _pack_error(exc, "error")))
+            outcomes.append((False, _wire.pack_error(exc, "error")))
     return outcomes
 
 
@@ -356,7 +352,7 @@ async def _run_batch_async(do_work: Callable[[Any], Any], items: Batch) -> list[
         try:
             outcomes.append((True, await do_work(item)))
         except Exception as exc:
-            outcomes.append((False, _pack_error(exc, "error")))
+            outcomes.append((False, _wire.pack_error(exc, "error")))
     return outcomes
 
 
@@ -369,24 +365,7 @@ def _picklable_outcomes(outcomes: list[tuple[bool, Any]]) -> list[tuple[bool | N
             try:
                 _wire.dumps(value, "result")
             except SerializationError as exc:
-                checked.append((None, _pack_error(exc, "result")))
+                checked.append((None, _wire.pack_error(exc, "result")))
                 continue
         checked.append((ok, value))
     return checked
-
-
-def _pack_error(exc: BaseException, what: str) -> bytes:
-    """Pickle an exception for the parent: the exception itself when it pickles (as
-    nested bytes, so the parent can try unpickling it alone), its traceback text, and a
-    one-line summary."""
-    text = "".join(traceback.format_exception(exc))
-    try:
-        summary = f"{type(exc).__qualname__}: {exc}"
-    except Exception:
-        summary = type(exc).__qualname__
-    exc_bytes: bytes | None
-    try:
-        exc_bytes = _wire.dumps(exc, what) if what == "error" else None
-    except SerializationError:
-        exc_bytes = None
-    return pickle.dumps((exc_bytes, text, summary))

@@ -9,19 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import pickle
 import time
 import weakref
 from collections import deque
 from collections.abc import Hashable, Sequence
 from typing import Any, Protocol
 
-from . import _wire, balancer
-from ._wire import HEADER, Kind
-from .backends._base import Backend, Frame, WorkerChannel
+from . import _remote, _wire, balancer
+from ._wire import Frame, Kind
+from .backends._base import Backend, WorkerChannel
 from .errors import (
-    SerializationError,
-    TaskProcessError,
     TaskTimeoutError,
     WorkerLostError,
     WorkerStartError,
@@ -234,14 +231,7 @@ class WorkerSlot:
         # ahead of it finishes (see _update_head).
         task.started_at = task.written_at if not self.inflight else 0.0
         self.inflight[task.id] = task
-        payload = task.payload
-        if isinstance(payload, bytes):
-            self._out.append(HEADER.pack(len(payload), Kind.TASK, task.id, 0.0))
-            self._out.append(payload)
-        else:  # a pickle stream and out-of-band buffers
-            size = sum(len(p) if isinstance(p, bytes) else p.nbytes for p in payload)
-            self._out.append(HEADER.pack(size, Kind.TASK, task.id, 0.0))
-            self._out.extend(payload)
+        self._out.extend(_wire.frame_parts(Kind.TASK, task.id, 0.0, task.payload))
 
     def fill_from_queue(self) -> None:
         queue = self.queue
@@ -299,10 +289,10 @@ class WorkerSlot:
         owner = self.owner
         inflight = self.inflight
         returned: list[Task] = []
-        for kind, task_id, number, payload in frames:
+        for received in frames:
+            kind, task_id, number, payload = received
             if kind == Kind.LOAD:
-                self.cpu_percent = number
-                self.rss_bytes = task_id
+                self.rss_bytes, self.cpu_percent = _wire.read_load(received)
                 continue
             task = inflight.pop(task_id, None)
             if task is None:
@@ -313,33 +303,22 @@ class WorkerSlot:
                     value = _wire.load_payload(payload)
                 except BaseException as exc:  # a result that exits on unpickling must not stop the loop
                     self.failed += 1
-                    owner.task_finished(
-                        task,
-                        error=_chain(
-                            SerializationError(
-                                "result", f"cannot unpickle it in the parent: {type(exc).__name__}: {exc}"
-                            ),
-                            exc,
-                        ),
-                    )
+                    owner.task_finished(task, error=_remote.unloadable_result(exc))
                     continue
                 if task.size:
-                    value = self._batch_outcomes(value)
+                    value, failed = _remote.batch_outcomes(self.ident, value)
+                    self.completed += len(value) - failed
+                    self.failed += failed
                 else:
                     self.completed += 1
                 owner.task_finished(task, result=(value, self.ident))
             elif kind == Kind.ERROR:
                 self._measured(task, number)
                 self.failed += 1
-                owner.task_finished(task, error=self._task_error(payload))
+                owner.task_finished(task, error=_remote.task_error(self.ident, payload))
             elif kind == Kind.BAD_TASK or kind == Kind.BAD_RESULT:
                 self.failed += 1
-                _exc, text, summary = pickle.loads(payload)
-                stage = "task" if kind == Kind.BAD_TASK else "result"
-                where = "unpickle it in the worker" if stage == "task" else "pickle it in the worker"
-                error = SerializationError(stage, f"cannot {where}: {summary}")
-                error.remote_traceback = text  # type: ignore[attr-defined]
-                owner.task_finished(task, error=error)
+                owner.task_finished(task, error=_remote.bad_frame_error(kind, payload))
             elif kind == Kind.CANCELLED:
                 owner.task_finished(task)
             elif kind == Kind.RETURNED:
@@ -357,35 +336,6 @@ class WorkerSlot:
             if trip > 0:
                 self.round_trip_s = balancer.update_ewma(self.round_trip_s, trip)
         self.depth = balancer.window_depth(self.ewma_s, self.round_trip_s, MAX_WINDOW, self.recent_max_s)
-
-    def _batch_outcomes(self, raw: list[tuple[bool | None, Any]]) -> list[tuple[bool, Any]]:
-        """A batch's outcomes as (True, result) or (False, exception), counted one by one."""
-        if all(ok is True for ok, _ in raw):  # the common case: nothing to convert
-            self.completed += len(raw)
-            return raw  # type: ignore[return-value]
-        outcomes: list[tuple[bool, Any]] = []
-        for ok, value in raw:
-            if ok:
-                self.completed += 1
-                outcomes.append((True, value))
-                continue
-            self.failed += 1
-            if ok is None:  # the result could not be pickled in the worker
-                _exc, _text, summary = pickle.loads(value)
-                outcomes.append((False, SerializationError("result", f"cannot pickle it in the worker: {summary}")))
-            else:
-                outcomes.append((False, self._task_error(value)))
-        return outcomes
-
-    def _task_error(self, payload: bytes) -> TaskProcessError:
-        exc_bytes, text, summary = pickle.loads(payload)
-        error = TaskProcessError(self.ident, text, summary)
-        if exc_bytes is not None:
-            try:
-                error.__cause__ = pickle.loads(exc_bytes)
-            except BaseException:  # the exception cannot be rebuilt here: keep the text
-                pass
-        return error
 
     def channel_lost(self, exitcode: int | None) -> None:
         if self.state in ("stopped", "failed"):  # terminated from outside the loop: nothing to do
@@ -528,8 +478,3 @@ class _Orphaned:
 
 
 _ORPHANED = _Orphaned()
-
-
-def _chain(error: BaseException, cause: BaseException) -> BaseException:
-    error.__cause__ = cause
-    return error

@@ -11,8 +11,10 @@ from __future__ import annotations
 import os
 import pickle
 import struct
+import traceback
+from collections.abc import Sequence
 from enum import IntEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 import cloudpickle
 
@@ -32,7 +34,19 @@ OOB_MIN_BYTES = 64 * 1024
 
 
 class Kind(IntEnum):
-    """Frame kinds. Parent to worker: TASK, CANCEL, STOP. Worker to parent: the rest."""
+    """Frame kinds. Parent to worker: TASK, CANCEL, STOP. Worker to parent: the rest.
+
+    What each carries (task id field, number field, payload):
+
+    - TASK: task id, -, the pickled task (:func:`dumps_parts`)
+    - CANCEL, STOP: task id (CANCEL), -, -
+    - READY: the worker's pid, 1.0 for an async ``do_work``, - (:func:`ready_frame`)
+    - START_FAILED: -, -, why (:func:`start_failed_frame`)
+    - RESULT: task id, run time, the pickled result
+    - ERROR, BAD_TASK, BAD_RESULT: task id, run time, an error record (:func:`pack_error`)
+    - CANCELLED, RETURNED: task id, -, -
+    - LOAD: RSS bytes, CPU percent, - (:func:`load_frame`)
+    """
 
     TASK = 1
     CANCEL = 2
@@ -55,9 +69,107 @@ class Batch(list):  # type: ignore[type-arg]
     __slots__ = ()
 
 
+Frame = tuple[int, int, float, bytes]
+"""A received frame: (kind, task id, number, payload)."""
+
+OutFrame = tuple[Kind, int, float, bytes]
+"""A frame to send, before it is encoded: (kind, task id, number, payload)."""
+
+Parts = Sequence[bytes | memoryview]
+"""A payload in parts: a pickle stream followed by out-of-band buffers."""
+
+
+def header(kind: int, task_id: int, number: float, size: int) -> bytes:
+    """The header of a frame whose payload is ``size`` bytes."""
+    return HEADER.pack(size, kind, task_id, number)
+
+
 def frame(kind: Kind, task_id: int = 0, number: float = 0.0, payload: bytes = b"") -> bytes:
     """One frame as bytes."""
     return HEADER.pack(len(payload), kind, task_id, number) + payload
+
+
+def frame_parts(kind: Kind, task_id: int, number: float, payload: bytes | Parts) -> list[bytes | memoryview]:
+    """One frame as parts to write in order (its payload's buffers are not copied)."""
+    if isinstance(payload, bytes):
+        return [HEADER.pack(len(payload), kind, task_id, number), payload]
+    return [HEADER.pack(parts_size(payload), kind, task_id, number), *payload]
+
+
+def parts_size(parts: Parts) -> int:
+    """The size in bytes of a payload given in parts."""
+    return sum(len(p) if isinstance(p, bytes) else p.nbytes for p in parts)
+
+
+# -- records that are not pickled tasks or results ------------------------------------
+
+
+def ready_frame(pid: int, is_async: bool) -> OutFrame:
+    """READY: the processor is built; the worker's pid and whether do_work is async."""
+    return (Kind.READY, pid, 1.0 if is_async else 0.0, b"")
+
+
+def read_ready(received: Frame) -> tuple[int, bool]:
+    """The (pid, is_async) of a READY frame."""
+    return received[1], received[2] != 0.0
+
+
+def load_frame(rss_bytes: int, cpu_percent: float) -> OutFrame:
+    """LOAD: one CPU and memory sample of the worker process."""
+    return (Kind.LOAD, rss_bytes, cpu_percent, b"")
+
+
+def read_load(received: Frame) -> tuple[int, float]:
+    """The (rss_bytes, cpu_percent) of a LOAD frame."""
+    return received[1], received[2]
+
+
+def start_failed_frame(exc: BaseException) -> OutFrame:
+    """START_FAILED: the processor could not be built; why, with the traceback."""
+    text = "".join(traceback.format_exception(exc))
+    return (Kind.START_FAILED, 0, 0.0, pickle.dumps((f"{type(exc).__name__}: {exc}", text)))
+
+
+def read_start_failed(payload: bytes) -> tuple[str, str]:
+    """The (reason, remote traceback) of a START_FAILED payload."""
+    reason, text = pickle.loads(payload)
+    return reason, text
+
+
+class ErrorRecord(NamedTuple):
+    """An exception raised in the worker, as it crosses to the parent."""
+
+    exception: bytes | None
+    """The exception pickled on its own (None when it cannot be), so the parent can try
+    to rebuild it without losing the rest of the record."""
+    traceback: str
+    """Its traceback, formatted in the worker."""
+    summary: str
+    """``Type: message`` on one line."""
+
+
+def pack_error(exc: BaseException, what: str) -> bytes:
+    """An error record for ``exc`` (the payload of ERROR, BAD_TASK, BAD_RESULT, and of a
+    failed item in a batch's outcomes). ``what`` is "error" for an exception raised by
+    do_work (the exception itself travels too), "task" or "result" for a pickling failure.
+    """
+    text = "".join(traceback.format_exception(exc))
+    try:
+        summary = f"{type(exc).__qualname__}: {exc}"
+    except Exception:
+        summary = type(exc).__qualname__
+    exc_bytes: bytes | None
+    try:
+        exc_bytes = dumps(exc, what) if what == "error" else None
+    except SerializationError:
+        exc_bytes = None
+    return pickle.dumps((exc_bytes, text, summary))
+
+
+def unpack_error(payload: bytes) -> ErrorRecord:
+    """The error record of an ERROR, BAD_TASK or BAD_RESULT payload."""
+    exc_bytes, text, summary = pickle.loads(payload)
+    return ErrorRecord(exc_bytes, text, summary)
 
 
 def dumps(obj: Any, what: str) -> bytes:

@@ -19,10 +19,11 @@ ALLOWED: dict[str, set[str]] = {
     "_wire": {"errors"},
     "processor": {"_wire", "errors"},
     "_child": {"_wire", "errors", "processor"},
-    "backends._base": {"processor"},
-    "backends.local": {"_child", "_wire", "errors", "processor", "backends._base"},
+    "_remote": {"_wire", "errors"},
+    "backends._base": {"_wire", "processor"},
+    "backends.local": {"_child", "_remote", "_wire", "errors", "processor", "backends._base"},
     "handle": set(),
-    "_slot": {"_wire", "balancer", "backends._base", "errors", "prefs", "processor", "stats"},
+    "_slot": {"_remote", "_wire", "balancer", "backends._base", "errors", "prefs", "processor", "stats"},
     "_ledger": set(),
 }
 

@@ -98,3 +98,30 @@ def test_out_of_band_buffers_round_trip() -> None:
     assert load_payload(b"".join(parts)) == {"blob": big, "n": 1}
     assert len(dumps_parts(Blob(bytearray(b"small")), "task")) == 1
     assert load_payload(b"".join(dumps_parts(b"x" * 2**20, "task"))) == b"x" * 2**20
+
+
+def test_each_record_decodes_what_its_encoder_wrote() -> None:
+    """Test that READY, LOAD, START_FAILED and error records round-trip through _wire,
+    and that the parent turns error records into procoord errors."""
+    from procoord import TaskProcessError, WorkerStartError, _remote, _wire
+
+    assert _wire.read_ready(_wire.ready_frame(4321, True)) == (4321, True)
+    assert _wire.read_ready(_wire.ready_frame(7, False)) == (7, False)
+    assert _wire.read_load(_wire.load_frame(1 << 30, 12.5)) == (1 << 30, 12.5)
+    failed = _wire.start_failed_frame(ValueError("no model"))
+    assert failed[0] == Kind.START_FAILED
+    start = _remote.start_error("w", failed[3])
+    assert isinstance(start, WorkerStartError) and "ValueError: no model" in start.reason
+    try:
+        raise KeyError("missing")
+    except KeyError as exc:
+        record = _wire.pack_error(exc, "error")
+    unpacked = _wire.unpack_error(record)
+    assert unpacked.summary == "KeyError: 'missing'" and "raise KeyError" in unpacked.traceback
+    error = _remote.task_error("w", record)
+    assert isinstance(error, TaskProcessError) and isinstance(error.__cause__, KeyError)
+    bad = _remote.bad_frame_error(Kind.BAD_RESULT, _wire.pack_error(TypeError("no pickle"), "result"))
+    assert isinstance(bad, SerializationError) and bad.stage == "result" and "no pickle" in str(bad)
+    outcomes, failures = _remote.batch_outcomes("w", [(True, 1), (False, record), (None, record)])
+    assert failures == 2 and outcomes[0] == (True, 1)
+    assert isinstance(outcomes[1][1], TaskProcessError) and isinstance(outcomes[2][1], SerializationError)

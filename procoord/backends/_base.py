@@ -11,12 +11,10 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 from typing import Protocol
 
+from .._wire import Frame
 from ..processor import ProcessorSpec
 
 __all__ = ("Backend", "ChannelHandler", "Frame", "WorkerChannel")
-
-Frame = tuple[int, int, float, bytes]
-"""(kind, task id, number, payload), as in ``procoord._wire``."""
 
 
 class ChannelHandler(Protocol):

@@ -21,12 +21,10 @@ import uvloop
 
 from .. import _wire
 from .._child import WorkerCore
-from .._wire import Kind
+from .._wire import Frame, Kind
 from ..processor import ProcessorSpec
 
 __all__ = ("ProcoordWorker",)
-
-Frame = tuple[int, int, float, bytes]
 
 
 class _Outbox:
@@ -194,4 +192,4 @@ class ProcoordWorker:
                 rss = me.memory_info().rss
             except psutil.Error:
                 continue
-            self._outbox.put((int(Kind.LOAD), rss, cpu, b""))
+            self._outbox.put(_wire.load_frame(rss, cpu))

@@ -12,14 +12,13 @@ import asyncio
 import fcntl
 import multiprocessing
 import os
-import pickle
 from collections import deque
 from collections.abc import Hashable, Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from .. import _child
+from .. import _child, _remote, _wire
 from .._child import DEFAULT_SAMPLE_INTERVAL_S
 from .._wire import FrameReader, Kind
 from ..errors import WorkerStartError, describe_exit
@@ -171,7 +170,7 @@ class LocalChannel:
         except TimeoutError:
             raise WorkerStartError(ident, f"not ready within {timeout:g} s") from None
         except _StartFailed as failed:
-            raise WorkerStartError(ident, failed.reason, failed.remote_traceback) from None
+            raise _remote.start_error(ident, failed.payload) from None
         except _DiedAtStart as died:
             raise WorkerStartError(
                 ident,
@@ -194,17 +193,15 @@ class LocalChannel:
         if self._handler is not None:
             self._handler.frames_received(frames)
             return
-        for i, (kind, task_id, number, payload) in enumerate(frames):
+        for i, received in enumerate(frames):
             if self._ready.done():
                 self._early.extend(frames[i:])
                 return
-            if kind == Kind.READY:
-                self._pid = task_id
-                self._is_async = number != 0.0
+            if received[0] == Kind.READY:
+                self._pid, self._is_async = _wire.read_ready(received)
                 self._ready.set_result(None)
-            elif kind == Kind.START_FAILED:
-                reason, text = pickle.loads(payload)
-                self._ready.set_exception(_StartFailed(reason, text))
+            elif received[0] == Kind.START_FAILED:
+                self._ready.set_exception(_StartFailed(received[3]))
 
     def _on_readable(self) -> None:
         try:
@@ -394,9 +391,8 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 
 
 class _StartFailed(Exception):
-    def __init__(self, reason: str, remote_traceback: str) -> None:
-        self.reason = reason
-        self.remote_traceback = remote_traceback
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
 
 
 class _DiedAtStart(Exception):

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import pickle
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
+from .. import _remote, _wire
 from .._child import DEFAULT_SAMPLE_INTERVAL_S
 from .._wire import Kind
 from ..errors import WorkerStartError
@@ -132,13 +132,12 @@ class RayBackend:
             raise
         pid: int | None = None
         is_async = False
-        for kind, task_id, number, payload in frames:
-            if kind == Kind.START_FAILED:
+        for received in frames:
+            if received[0] == Kind.START_FAILED:
                 _kill(ray, actor)
-                reason, text = pickle.loads(payload)
-                raise WorkerStartError(ident, reason, text)
-            if kind == Kind.READY:
-                pid, is_async = task_id, number != 0.0
+                raise _remote.start_error(ident, received[3])
+            if received[0] == Kind.READY:
+                pid, is_async = _wire.read_ready(received)
         if pid is None:
             _kill(ray, actor)
             raise WorkerStartError(ident, "the Ray actor ended without reporting ready")
