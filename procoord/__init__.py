@@ -7,6 +7,8 @@ Stateful processors run in worker processes of their own, one task at a time; a
 
 from __future__ import annotations
 
+import logging as _logging
+
 from .blocking import BlockingCoordinator as BlockingCoordinator
 from .coordinator import Coordinator as Coordinator
 from .errors import CoordinatorClosedError as CoordinatorClosedError
@@ -46,6 +48,10 @@ __all__ = (
 )
 
 __version__ = "0.1.0"
+
+# A library logs and leaves the output to the application: without this, Python's
+# last-resort handler would print procoord's warnings when logging is not configured.
+_logging.getLogger("procoord").addHandler(_logging.NullHandler())
 
 for _name in __all__:
     _obj = globals()[_name]

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import sys
+import textwrap
 import time
+from collections.abc import Hashable
 
 from .coordinator import Coordinator
 from .prefs import TaskPrefs
 from .processor import TaskProcessor
-from .stats import format_stats
+from .stats import WorkerStats, format_stats
 
 # How often the table is redrawn while the demo runs.
 REDRAW_S = 0.5
@@ -40,7 +43,7 @@ async def demo(tasks: int = 48, bound: int = 60_000) -> None:
         handles = [await coord.run(bound + i, TaskPrefs.Any) for i in range(tasks)]
         drawn_lines = 0
         while not all(h.done() for h in handles):
-            table = format_stats(await coord.stats())
+            table = _table(coord, await coord.stats(), shutil.get_terminal_size().columns)
             if interactive:
                 if drawn_lines:
                     sys.stdout.write(f"\x1b[{drawn_lines}F\x1b[J")
@@ -52,11 +55,19 @@ async def demo(tasks: int = 48, bound: int = 60_000) -> None:
         elapsed = time.perf_counter() - started
         if interactive and drawn_lines:
             sys.stdout.write(f"\x1b[{drawn_lines}F\x1b[J")
-        print(format_stats(await coord.stats()))
+        print(_table(coord, await coord.stats(), shutil.get_terminal_size().columns if interactive else None))
         per_worker: dict[object, int] = {}
         for _, worker in results:
             per_worker[worker] = per_worker.get(worker, 0) + 1
-        print(
-            f"\n{tasks} tasks on {cores} worker processes in {elapsed:.2f} s; "
+        summary = (
+            f"{tasks} tasks on {cores} worker processes in {elapsed:.2f} s; "
             f"tasks per worker: {dict(sorted(per_worker.items(), key=lambda kv: str(kv[0])))}"
         )
+        print("\n" + (textwrap.fill(summary, shutil.get_terminal_size().columns - 1) if interactive else summary))
+
+
+def _table(coord: Coordinator, stats: dict[Hashable, WorkerStats], width: int | None) -> str:
+    """The stats table with the coordinator's backlog, no wider than ``width``: a line
+    that wrapped would break the in-place redraw."""
+    waiting = coord.pending - sum(s.queue_len for s in stats.values())
+    return format_stats(stats, waiting=waiting, width=None if width is None else max(width - 1, 20))

@@ -3,11 +3,10 @@ of ``procoord._wire`` become procoord errors."""
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Hashable
 from typing import Any
 
-from . import _wire
+from . import _wire, errors
 from ._wire import Kind
 from .errors import SerializationError, TaskProcessError, WorkerStartError
 
@@ -16,15 +15,9 @@ __all__ = ("batch_outcomes", "bad_frame_error", "start_error", "task_error", "un
 
 def task_error(worker: Hashable, payload: bytes) -> TaskProcessError:
     """An ERROR record: do_work raised. The original exception becomes ``__cause__``
-    when it can be rebuilt here."""
+    when it can be rebuilt here, with the worker's traceback chained to it."""
     record = _wire.unpack_error(payload)
-    error = TaskProcessError(worker, record.traceback, record.summary)
-    if record.exception is not None:
-        try:
-            error.__cause__ = pickle.loads(record.exception)
-        except BaseException:  # the exception cannot be rebuilt here: keep the text
-            pass
-    return error
+    return errors.task_error(worker, record.traceback, record.summary, record.exception)
 
 
 def bad_frame_error(kind: int, payload: bytes) -> SerializationError:

@@ -8,6 +8,7 @@ boundaries intact.
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Hashable
 from typing import Any
 
@@ -46,6 +47,48 @@ class TaskProcessError(ProcoordError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.worker, self.remote_traceback, self.summary))
+
+
+class RemoteTraceback(Exception):
+    """The traceback of an exception as it was formatted in the worker process.
+
+    It is chained as the ``__cause__`` of the exception rebuilt in the parent (or of the
+    :class:`TaskProcessError` when the original cannot be rebuilt), so an uncaught error
+    prints the worker's frames above the parent's, as ``concurrent.futures`` does.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        super().__init__(text)
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.text.rstrip()}\n"""'
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.text,))
+
+
+def task_error(worker: Hashable, remote_traceback: str, summary: str, exc_bytes: bytes | None) -> TaskProcessError:
+    """The :class:`TaskProcessError` for a task that raised in ``worker``.
+
+    ``exc_bytes`` is the pickled original exception (None when it could not be pickled).
+    When it unpickles it becomes the error's ``__cause__``, with the remote traceback as
+    its own ``__cause__``; otherwise the remote traceback is the error's cause.
+    """
+    error = TaskProcessError(worker, remote_traceback, summary)
+    remote = RemoteTraceback(remote_traceback)
+    original: BaseException | None = None
+    if exc_bytes is not None:
+        try:
+            original = pickle.loads(exc_bytes)
+        except BaseException:  # the exception cannot be rebuilt here: keep the text
+            original = None
+    if isinstance(original, BaseException):
+        original.__cause__ = remote
+        error.__cause__ = original
+    else:
+        error.__cause__ = remote
+    return error
 
 
 class WorkerLostError(ProcoordError):

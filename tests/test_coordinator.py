@@ -25,6 +25,7 @@ from procoord import (
     WorkerLostError,
     WorkerStartError,
 )
+from procoord.errors import RemoteTraceback
 
 from . import _funcs
 from .conftest import BeaconFactory
@@ -265,7 +266,7 @@ async def test_task_error_that_cannot_unpickle(coord: Coordinator) -> None:
     await coord.add_worker("w", _funcs.raiser)
     with pytest.raises(TaskProcessError) as info:
         await coord.call("stubborn")
-    assert info.value.__cause__ is None
+    assert isinstance(info.value.__cause__, RemoteTraceback)  # the worker's frames, as text
     assert "StubbornError" in str(info.value) and "stubborn 1 2" in str(info.value)
     assert "StubbornError" in info.value.remote_traceback
 

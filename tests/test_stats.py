@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import logging
 import os
 import signal
@@ -157,3 +159,29 @@ async def test_logging(caplog: pytest.LogCaptureFixture, coord: Coordinator) -> 
     assert ("INFO", f"worker 'logged' started (pid {pid})") in messages
     assert any(level == "WARNING" and f"(pid {pid}) died with exit code 42" in m for level, m in messages)
     assert any(level == "INFO" and "worker 'logged' restarted" in m for level, m in messages)
+
+
+async def test_stats_as_dict_is_json(coord: Coordinator) -> None:
+    """Test WorkerStats.as_dict(): every field, through json, from real workers; an ident
+    that is not a JSON scalar becomes its str()."""
+    await coord.add_worker("w", _funcs.double)
+    await coord.add_worker(("pair", 1), _funcs.double)
+    await coord.call(1, TaskPrefs.Required("w"))
+    stats = await coord.stats()
+    decoded = json.loads(json.dumps({str(k): s.as_dict() for k, s in stats.items()}))
+    w = decoded["w"]
+    assert set(w) == {f.name for f in dataclasses.fields(WorkerStats)}
+    assert w["ident"] == "w" and w["completed"] == 1 and w["pid"] == stats["w"].pid
+    assert decoded[str(("pair", 1))]["ident"] == "('pair', 1)"
+
+
+def test_format_stats_waiting_and_width() -> None:
+    """Test the "waiting" line and that a narrow width drops columns, then cuts lines."""
+    rows = {"alpha": WorkerStats("alpha", 10, "busy", 3, 2, 100, 1, 1.5, 99.0, 50 * 2**20, 5.0, 0, "f")}
+    table = format_stats(rows, waiting=42)
+    assert table.splitlines()[-1].split() == ["waiting", "42"]
+    narrow = format_stats(rows, waiting=42, width=40)
+    lines = narrow.splitlines()
+    assert max(map(len, lines)) <= 40
+    assert lines[0].split()[:3] == ["worker", "state", "queue"] and "restarts" not in lines[0]
+    assert max(map(len, format_stats(rows, width=12).splitlines())) <= 12
