@@ -22,20 +22,28 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Generator, Hashable, Iterable, Iterator, Sized
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Hashable,
+    Iterable,
+    Iterator,
+    Sequence,
+    Sized,
+)
 from itertools import islice
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
+from typing import Any, Generic, Protocol, TypeVar, final
 
 from ._progress import ProgressBar, open_bar
 from .errors import SerializationError
 from .handle import JoinHandle
 from .prefs import Pref
 
-if TYPE_CHECKING:
-    from .coordinator import Coordinator
-
-__all__ = ("DEFAULT_WINDOW", "MapIterator")
+__all__ = ("DEFAULT_WINDOW", "MapIterator", "TaskSink")
 
 # Tasks outstanding at once by default: room for several chunks of cheap tasks per
 # worker (so the channel is never the bottleneck), small enough that the buffered
@@ -54,6 +62,24 @@ CHUNKS_PER_WORKER = 2
 T = TypeVar("T")
 
 _Pair = tuple[Any, Hashable]
+
+
+class TaskSink(Protocol):
+    """What ``map`` submits its chunks to (a :class:`~procoord.Coordinator`)."""
+
+    def __len__(self) -> int:
+        """The number of workers."""
+        ...
+
+    async def run(self, task: Any, prefs: Pref = ..., *, timeout: float | None = None) -> JoinHandle[_Pair]:
+        """Queue one task."""
+        ...
+
+    async def run_batch(
+        self, tasks: Sequence[Any], prefs: Pref = ..., *, timeout: float | None = None
+    ) -> JoinHandle[tuple[list[tuple[bool, Any]], Hashable]]:
+        """Queue several tasks as one unit."""
+        ...
 
 
 class _Failed:
@@ -116,7 +142,8 @@ class MapIterator(Generic[T]):
 
     def __init__(
         self,
-        coord: Coordinator,
+        coord: TaskSink,
+        task_time: Callable[[], float | None],
         iterable: Iterable[Any] | AsyncIterable[Any],
         prefs: Pref,
         *,
@@ -137,6 +164,7 @@ class MapIterator(Generic[T]):
         else:
             raise TypeError(f"map() needs an iterable or an async iterable, not {type(iterable).__qualname__}")
         self._coord = coord
+        self._task_time = task_time
         self._prefs = prefs
         self._ordered = ordered
         self._window = window
@@ -215,7 +243,7 @@ class MapIterator(Generic[T]):
     def _chunk_size(self, room: int) -> int:
         """Items for the next chunk: 1 until task times are known, then as many as run in
         about TARGET_CHUNK_S, leaving room in the window for every worker."""
-        task_s = self._coord._task_time_estimate()
+        task_s = self._task_time()
         if task_s is None:
             return 1
         workers = max(1, len(self._coord))

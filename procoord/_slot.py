@@ -16,6 +16,7 @@ from collections.abc import Hashable, Sequence
 from typing import Any, Protocol
 
 from . import _remote, _wire, balancer
+from ._task import Task, TaskQueue
 from ._wire import Frame, Kind
 from .backends._base import Backend, WorkerChannel
 from .errors import (
@@ -24,7 +25,7 @@ from .errors import (
     WorkerStartError,
     describe_exit,
 )
-from .prefs import Pref, Required
+from .prefs import Required
 from .processor import ProcessorSpec
 from .stats import WorkerState, WorkerStats
 
@@ -44,39 +45,6 @@ BACKOFF_BASE_S = 0.1
 BACKOFF_MAX_S = 5.0
 
 
-Payload = bytes | list[bytes | memoryview]
-"""A pickled task: bytes, or a pickle stream followed by out-of-band buffers."""
-
-
-class Task:
-    """The coordinator's record of one task."""
-
-    __slots__ = ("future", "id", "payload", "prefs", "size", "slot", "started_at", "timeout", "waiters", "written_at")
-
-    def __init__(
-        self, task_id: int, payload: Payload, prefs: Pref, future: asyncio.Future[Any], timeout: float | None
-    ) -> None:
-        self.id = task_id
-        self.payload = payload
-        self.prefs = prefs
-        self.future = future
-        self.timeout = timeout
-        self.size = 0  # the number of items of a batch; 0 for a single task
-        self.waiters: list[asyncio.Future[None]] = []  # join() calls waiting on it
-        self.slot: WorkerSlot | None = None
-        self.written_at = 0.0
-        self.started_at = 0.0
-
-
-def wake_waiters(task: Task) -> None:
-    """Wake every join() waiting on a task whose future just completed."""
-    waiters = task.waiters
-    while waiters:
-        waiter = waiters.pop()
-        if not waiter.done():
-            waiter.set_result(None)
-
-
 class SlotOwner(Protocol):
     """What a slot needs from its coordinator."""
 
@@ -91,7 +59,7 @@ class WorkerSlot:
 
     def __init__(
         self,
-        owner: Any,
+        owner: SlotOwner,
         ident: Hashable,
         spec: ProcessorSpec,
         backend: Backend,
@@ -111,7 +79,7 @@ class WorkerSlot:
         self.restart_window_s = restart_window_s
         self.channel: WorkerChannel | None = None
         self.state: WorkerState | str = "starting"
-        self.queue: deque[Task] = deque()
+        self._queue = TaskQueue()
         self.inflight: dict[int, Task] = {}
         self.ewma_s: float | None = None
         self.recent_max_s = 0.0
@@ -169,7 +137,12 @@ class WorkerSlot:
 
     @property
     def queue_len(self) -> int:
-        return len(self.queue) + len(self.inflight)
+        return len(self._queue) + len(self.inflight)
+
+    @property
+    def queued(self) -> int:
+        """Tasks bound to this worker and not yet written to it."""
+        return len(self._queue)
 
     @property
     def is_async(self) -> bool:
@@ -217,7 +190,36 @@ class WorkerSlot:
         """Give a task to this worker's queue (it is written when there is room)."""
         task.slot = self
         self.last_given = seq
-        self.queue.append(task)
+        self._queue.append(task)
+
+    def requeue(self, task: Task) -> None:
+        """Put a task that was handed back at the head of this worker's queue."""
+        task.slot = self
+        self._queue.appendleft(task)
+
+    def adopt(self, tasks: list[Task]) -> None:
+        """Take over tasks bound to an earlier worker of the same ident, in order."""
+        for task in tasks:
+            task.slot = self
+        self._queue.extend(tasks)
+
+    def take_queued(self) -> list[Task]:
+        """Take back every task bound here and not yet written, in order (unbound)."""
+        tasks = self._queue.drain()
+        for task in tasks:
+            task.slot = None
+        return tasks
+
+    def unqueue(self, task: Task) -> bool:
+        """Take back one task not yet written (O(1)); False when it is not queued here."""
+        if not self._queue.discard(task):
+            return False
+        task.slot = None
+        return True
+
+    def is_written(self, task: Task) -> bool:
+        """Whether the task has been written to the worker (and not finished)."""
+        return task.id in self.inflight
 
     def write(self, task: Task, seq: int) -> None:
         """Write a task to the worker now (the caller checked ``has_room``)."""
@@ -234,7 +236,7 @@ class WorkerSlot:
         self._out.extend(_wire.frame_parts(Kind.TASK, task.id, 0.0, task.payload))
 
     def fill_from_queue(self) -> None:
-        queue = self.queue
+        queue = self._queue
         while queue and len(self.inflight) < self.depth:
             self._write(queue.popleft())
 
@@ -381,8 +383,9 @@ class WorkerSlot:
             logger.warning("worker %r (pid %s) died %s while idle", self.ident, channel_pid, describe_exit(exitcode))
         # Tasks written but not started, and Any/Preferred tasks bound here, go elsewhere;
         # Required ones wait for the restart.
-        movable = inflight + [t for t in self.queue if type(t.prefs) is not Required]
-        self.queue = deque(t for t in self.queue if type(t.prefs) is Required)
+        queued = self._queue.drain()
+        movable = inflight + [t for t in queued if type(t.prefs) is not Required]
+        self._queue.extend([t for t in queued if type(t.prefs) is Required])
         if timed_out is None:
             self.crash_times.append(time.monotonic())
         self._after_loss(exitcode)
@@ -457,7 +460,7 @@ class WorkerSlot:
     def __repr__(self) -> str:
         return (
             f"<WorkerSlot {self.ident!r} {self.state} pid={self.pid} "
-            f"queue={len(self.queue)} inflight={len(self.inflight)}>"
+            f"queue={len(self._queue)} inflight={len(self.inflight)}>"
         )
 
 

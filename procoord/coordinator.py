@@ -1,17 +1,21 @@
-"""The Coordinator: workers, queues, routing and life cycle.
+"""The Coordinator: the public API over workers, dispatch and life cycle.
 
 The path of one task::
 
-    run(task, prefs)
-      -> pickle the task once (fails here, before anything is queued)
-      -> Required / Preferred-with-room: bound to that worker's queue
+    Coordinator.run(task, prefs)                         coordinator.py
+      -> Dispatcher.submit: pickle the task once         _dispatch.py, _wire.py
+         (fails here, before anything is queued)
+      -> Required / Preferred-with-room: the worker's own queue (WorkerSlot.bind)
          Any (and Preferred over its threshold): the shared queue, bound late
-      -> pump(): each worker with room in its in-flight window takes from its own
-         queue, then from the shared queue as the balancer decides; one write per
-         worker per pump
+      -> Dispatcher.pump: each worker with room in its in-flight window takes from
+         its own queue, then from the shared queue as the balancer decides
+         (balancer.py); WorkerSlot.write / flush: one TASK frame write per worker
+      -> the channel (backends/)
     worker process: unpickle, do_work, one at a time, FIFO; RESULT / ERROR frame
-      -> WorkerSlot.frames_received: EWMA and counters, resolve the future, pump()
-    await handle -> (result, worker_ident)
+      -> WorkerSlot.frames_received: EWMA and counters; errors from _remote.py
+      -> Dispatcher.task_finished -> Task.resolve: future and join() waiters (_task.py)
+      -> Dispatcher.pump
+    await handle (handle.py) -> (result, worker_ident)
 
 Everything here runs on the caller's event loop; process and pipe details live behind
 the backend interface (``procoord.backends``).
@@ -20,29 +24,21 @@ the backend interface (``procoord.backends``).
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import weakref
-from collections import deque
 from collections.abc import AsyncIterable, Callable, Hashable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Literal, final, overload
 
-from . import _wire, balancer
+from . import _wire
 from ._bulk import DEFAULT_WINDOW, MapIterator
-from ._ledger import TaskLedger
-from ._slot import Payload, Task, WorkerSlot, wake_waiters
+from ._dispatch import Dispatcher
+from ._slot import WorkerSlot
 from .backends._base import Backend
 from .backends.local import LocalBackend
-from .errors import (
-    CoordinatorClosedError,
-    NoSuchWorkerError,
-    NoWorkersError,
-    WorkerLostError,
-    WorkerStartError,
-)
+from .errors import CoordinatorClosedError, WorkerStartError
 from .handle import JoinHandle
-from .prefs import ANY, Pref, Preferred, Required, _Any
+from .prefs import ANY, Pref
 from .processor import Factory, make_spec
 from .stats import WorkerStats
 
@@ -58,8 +54,6 @@ ERROR_EXIT_GRACE_S = 5.0
 # marks it failed instead of restarting it again.
 DEFAULT_RESTART_LIMIT = 5
 DEFAULT_RESTART_WINDOW_S = 60.0
-
-_PREF_TYPES = (_Any, Preferred, Required)
 
 # run() lets the event loop turn once every this many calls: often enough that workers
 # are fed while a burst is issued, rarely enough to cost nothing measurable.
@@ -112,20 +106,15 @@ class Coordinator:
         self.task_timeout = task_timeout
         self.restart_limit = restart_limit
         self.restart_window = restart_window
-        self._slots: dict[Hashable, WorkerSlot] = {}
-        self._retiring: set[WorkerSlot] = set()
+        self._dispatch = Dispatcher(queue_threshold, ewma_floor, max_pending)
+        self._slots = self._dispatch.slots
+        self._ledger = self._dispatch.ledger
         self._factories: dict[str, Factory] = {}
-        self._any_queue: deque[Task] = deque()
-        self._ids = itertools.count(1)
-        self._given = itertools.count(1)
-        self._ledger = TaskLedger(max_pending)
         self._runs_since_yield = 0
         self._closing = False
-        self._cancel_pending = False
         self._closed: asyncio.Future[None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         # Whatever happens to this object, its processes go with it.
-        self._finalizer = weakref.finalize(self, _terminate_all, self._slots, self._retiring)
+        self._finalizer = weakref.finalize(self, _terminate_all, self._slots, self._dispatch.retiring)
 
     # -- context manager ------------------------------------------------------------
 
@@ -184,7 +173,7 @@ class Coordinator:
                 ident, f"no factory named {processor!r} is registered (registered: {known}); use register() first"
             ) from None
         slot = WorkerSlot(
-            self,
+            self._dispatch,
             ident,
             spec,
             backend if backend is not None else self.backend,
@@ -192,23 +181,18 @@ class Coordinator:
             restart_limit=self.restart_limit,
             restart_window_s=self.restart_window,
         )
-        self._retiring.add(slot)  # covered by the finalizer while it starts
+        retiring = self._dispatch.retiring
+        retiring.add(slot)  # covered by the finalizer while it starts
         try:
             await slot.start()
         finally:
-            self._retiring.discard(slot)
+            retiring.discard(slot)
         if self._closing:
             slot.kill()
             raise CoordinatorClosedError("the coordinator was closed while the worker was starting")
-        old = self._slots.get(ident)
-        self._slots[ident] = slot
+        old = self._dispatch.install(slot)
         if old is not None:
-            slot.queue.extend(old.queue)  # tasks bound to this ident stay with it
-            for task in old.queue:
-                task.slot = slot
-            old.queue.clear()
             self._retire_in_background(old)
-        self.pump()
         return old is not None
 
     async def add_workers(
@@ -244,24 +228,20 @@ class Coordinator:
         """Retire a worker: it finishes its running task, its queued tasks go to other
         workers (Any / Preferred) or fail with NoSuchWorkerError (Required), and its
         process exits before this returns. False for an unknown ident."""
-        slot = self._slots.pop(ident, None)
+        slot = self._dispatch.slots.pop(ident, None)
         if slot is None:
             return False
         await self._retire(slot)
         return True
 
     async def _retire(self, slot: WorkerSlot) -> None:
-        self._retiring.add(slot)
-        queued = list(slot.queue)
-        slot.queue.clear()
+        retiring = self._dispatch.retiring
+        retiring.add(slot)
         try:
-            if queued:
-                self.reroute(queued, slot)
-            self._fail_unroutable()
-            self.pump()
+            self._dispatch.withdraw(slot)
             await self._stop_slot(slot)
         finally:
-            self._retiring.discard(slot)
+            retiring.discard(slot)
 
     def _retire_in_background(self, slot: WorkerSlot) -> None:
         task = asyncio.get_running_loop().create_task(self._retire(slot))
@@ -341,52 +321,28 @@ class Coordinator:
 
     def _submit(self, task: Any, prefs: Pref, timeout: float | None, size: int) -> JoinHandle[Any]:
         self._check_open()
-        if type(prefs) not in _PREF_TYPES:
-            raise TypeError(
-                f"prefs must be TaskPrefs.Any, TaskPrefs.Preferred(...) or TaskPrefs.Required(...), not {prefs!r}"
-            )
-        slot: WorkerSlot | None = None
-        if type(prefs) is Required:
-            slot = self._slots.get(prefs.ident)
-            if slot is None:
-                raise NoSuchWorkerError(prefs.ident, "TaskPrefs.Required names no current worker")
-        elif not self._slots:
-            raise NoWorkersError()
-        elif type(prefs) is Preferred:
-            preferred = self._slots.get(prefs.ident)
-            if (
-                preferred is not None
-                and preferred.routable
-                and balancer.preferred_fits(preferred.queue_len, self.queue_threshold)
-            ):
-                slot = preferred
         if timeout is None:
             timeout = self.task_timeout
         else:
             _check_timeout(timeout)
-        parts = _wire.dumps_parts(task, "task", snapshot=True)
-        payload: Payload = parts[0] if len(parts) == 1 else parts  # type: ignore[assignment]
-        loop = self._loop
-        if loop is None:
-            loop = self._loop = asyncio.get_running_loop()
-        record = Task(next(self._ids), payload, prefs, loop.create_future(), timeout)
-        record.size = size
-        if slot is not None:
-            if not slot.routable:
-                raise WorkerLostError(slot.ident, slot.pid, None, "the worker has failed and is not restarted")
-            slot.bind(record, next(self._given))
-        elif not any(s.routable for s in self._slots.values()):
-            raise NoWorkersError("every worker has failed; add a worker")
-        else:
-            self._any_queue.append(record)
-        self._ledger.task_added()
-        self.pump()
-        return JoinHandle(record.id, record.future, lambda: self._cancel(record), None, record.waiters)
+        record = self._dispatch.submit(task, prefs, timeout, size)
+        # The handle holds the coordinator (through this closure): a coordinator is not
+        # collected, and its workers stopped, while a handle of it may still be awaited.
+        return JoinHandle(record, lambda: self._dispatch.cancel(record))
 
     async def call(self, task: Any, prefs: Pref = ANY, *, timeout: float | None = None) -> tuple[Any, Hashable]:
-        """``run`` the task and wait for it: ``(result, worker_ident)``."""
+        """``run`` the task and wait for it: ``(result, worker_ident)``.
+
+        The call owns its task: cancelling the caller (``asyncio.timeout``, a client
+        that went away) cancels the task as :meth:`JoinHandle.cancel` does, so a queued
+        task never runs and a running async ``do_work`` is cancelled in its worker."""
         handle = await self.run(task, prefs, timeout=timeout)
-        return await handle.join()
+        try:
+            return await handle.join()
+        except asyncio.CancelledError:
+            if not handle.done():  # the caller was cancelled, not the task
+                handle.cancel()
+            raise
 
     @overload
     def map(
@@ -438,6 +394,7 @@ class Coordinator:
         """
         return MapIterator(
             self,
+            self._dispatch.task_time_estimate,
             iterable,
             prefs,
             ordered=ordered,
@@ -447,131 +404,12 @@ class Coordinator:
             timeout=timeout,
         )
 
-    def _cancel(self, task: Task) -> bool:
-        if task.future.done():
-            return False
-        slot = task.slot
-        if slot is None:
-            try:
-                self._any_queue.remove(task)
-            except ValueError:
-                return False
-        elif task.id in slot.inflight:
-            if slot.is_running(task) and not slot.is_async:
-                return False  # a sync do_work cannot be interrupted
-            slot.send_cancel(task)
-            task.future.cancel()
-            wake_waiters(task)
-            return True  # it leaves the books when the worker confirms
-        else:
-            try:
-                slot.queue.remove(task)
-            except ValueError:
-                return False
-        task.future.cancel()
-        wake_waiters(task)
-        self._ledger.task_left()
-        return True
-
-    # -- SlotOwner --------------------------------------------------------------------
-
-    def task_finished(self, task: Task, result: Any = None, error: BaseException | None = None) -> None:
-        """A task left the system: resolve its future (unless cancelled) and count it."""
-        future = task.future
-        if not future.done():
-            if error is not None:
-                future.set_exception(error)
-                future.exception()  # a handle dropped unjoined must not log "never retrieved"
-            elif result is not None:
-                future.set_result(result)
-            else:
-                future.cancel()
-            if task.waiters:
-                wake_waiters(task)
-        self._ledger.task_left()
-
-    def reroute(self, tasks: Sequence[Task], lost: WorkerSlot) -> None:
-        """Tasks that never started on ``lost`` go back to be routed again, in order."""
-        for task in reversed(tasks):
-            task.slot = None
-            if self._closing and self._cancel_pending:
-                self.task_finished(
-                    task, error=CoordinatorClosedError("the coordinator was closed with cancel_pending=True")
-                )
-            elif type(task.prefs) is Required:
-                slot = self._slots.get(task.prefs.ident)
-                if slot is not None and slot.routable:
-                    task.slot = slot
-                    slot.queue.appendleft(task)
-                else:
-                    self.task_finished(task, error=NoSuchWorkerError(task.prefs.ident, "the worker was removed"))
-            else:
-                self._any_queue.appendleft(task)
-        self._fail_unroutable()
-
-    def slot_failed(self, slot: WorkerSlot) -> None:
-        """A worker will not be restarted: fail what only it could run."""
-        queued = list(slot.queue)
-        slot.queue.clear()
-        for task in queued:
-            if type(task.prefs) is Required:
-                self.task_finished(
-                    task, error=WorkerLostError(slot.ident, slot.pid, None, "the worker failed and is not restarted")
-                )
-            else:
-                task.slot = None
-                self._any_queue.append(task)
-        self._fail_unroutable()
-
-    def _fail_unroutable(self) -> None:
-        if not self._any_queue or any(s.routable for s in self._slots.values()):
-            return
-        queued = list(self._any_queue)
-        self._any_queue.clear()
-        for task in queued:
-            self.task_finished(task, error=NoWorkersError("no worker left to run the task: all were removed or failed"))
-
-    def pump(self) -> None:
-        """Fill every ready worker's in-flight window: first from its own queue, then
-        from the shared queue as the balancer decides."""
-        slots = [s for s in self._slots.values() if s.has_room]
-        if not slots:
-            return  # every window is full (the common case while a burst is issued)
-        for slot in slots:
-            if slot.queue:
-                slot.fill_from_queue()
-        any_queue = self._any_queue
-        if any_queue:
-            slots = [s for s in self._slots.values() if s.ready]
-            times = balancer.routing_times([s.ewma_s for s in slots], self.ewma_floor)
-            cands = [balancer.Candidate(s.queue_len, s.has_room, s.last_given) for s in slots]
-            while any_queue:
-                if not any(c.has_room for c in cands):
-                    break
-                i = balancer.pick_for_pull(cands, times, len(any_queue))
-                if i is None:
-                    break
-                slot = slots[i]
-                seq = next(self._given)
-                slot.write(any_queue.popleft(), seq)
-                cand = cands[i]
-                cand.queue_len += 1
-                cand.last_given = seq
-                cand.has_room = slot.has_room
-        for slot in slots:
-            slot.flush()
-
     # -- stats ----------------------------------------------------------------------
 
     async def stats(self) -> dict[Hashable, WorkerStats]:
         """A snapshot of every worker's load, keyed by ident. Never waits on a worker:
         load figures are those the workers last reported (every 0.25 s by default)."""
         return {ident: slot.snapshot() for ident, slot in self._slots.items()}
-
-    def _task_time_estimate(self) -> float | None:
-        """Mean measured task time of the ready workers (seconds), or None before any."""
-        times = [s.ewma_s for s in self._slots.values() if s.ready and s.ewma_s is not None]
-        return sum(times) / len(times) if times else None
 
     @property
     def max_pending(self) -> int | None:
@@ -614,35 +452,25 @@ class Coordinator:
         deadline = None if timeout is None else loop.time() + timeout
         self._closed = loop.create_future()
         self._closing = True
-        self._cancel_pending = cancel_pending
+        dispatch = self._dispatch
         try:
             self._ledger.release_waiters()
             if cancel_pending:
-                self._fail_queued()
+                dispatch.cancel_pending()
             else:
                 try:
                     await self._ledger.drained(_remaining(loop, deadline))
                 except TimeoutError:
                     logger.warning("close(): tasks still unfinished after %g s; stopping the workers", timeout)
-                    self._cancel_pending = True
-                    self._fail_queued()
-            slots = list(self._slots.values()) + list(self._retiring)
+                    dispatch.cancel_pending()
+            slots = list(self._slots.values()) + list(dispatch.retiring)
             for slot in slots:
                 slot.begin_stop()
             await asyncio.gather(*(self._stop_slot(s, deadline) for s in slots))
-            self._fail_queued()  # anything left waiting for a restart that will not come
+            dispatch.fail_queued()  # anything left waiting for a restart that will not come
             self._finalizer.detach()
         finally:
             self._closed.set_result(None)
-
-    def _fail_queued(self) -> None:
-        queued = list(self._any_queue)
-        self._any_queue.clear()
-        for slot in self._slots.values():
-            queued.extend(slot.queue)
-            slot.queue.clear()
-        for task in queued:
-            self.task_finished(task, error=CoordinatorClosedError("the coordinator was closed before the task ran"))
 
     def __repr__(self) -> str:
         state = "closed" if self._closing else "open"

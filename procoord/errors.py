@@ -92,24 +92,39 @@ def task_error(worker: Hashable, remote_traceback: str, summary: str, exc_bytes:
 
 
 class WorkerLostError(ProcoordError):
-    """The worker process died while the task was running on it.
+    """The worker process died while the task was running on it, or (``ran`` False)
+    the task was bound to a worker that has failed for good and never ran.
 
     Attributes:
         worker: ident of the worker.
         pid: its process id, when known.
         exitcode: the process exit code; negative for a signal, None when unknown.
         killed_by: what in procoord ended the process on purpose, or "" when it died.
+        ran: True when the task was running when the worker was lost (it may have had
+            effects); False when it never started: it was queued to, or ``run`` on, a
+            ``Required`` worker that failed and is not restarted (running it again
+            elsewhere is safe).
     """
 
     def __init__(
-        self, worker: Hashable, pid: int | None, exitcode: int | None, detail: str = "", killed_by: str = ""
+        self,
+        worker: Hashable,
+        pid: int | None,
+        exitcode: int | None,
+        detail: str = "",
+        killed_by: str = "",
+        *,
+        ran: bool = True,
     ) -> None:
         self.worker = worker
         self.pid = pid
         self.exitcode = exitcode
         self.detail = detail
         self.killed_by = killed_by
-        if killed_by:  # ended on purpose: no need to guess why
+        self.ran = ran
+        if not ran:
+            message = f"worker {worker!r} (pid {pid}) is lost; the task never ran"
+        elif killed_by:  # ended on purpose: no need to guess why
             message = f"worker {worker!r} (pid {pid}) was killed by {killed_by}"
         else:
             message = f"worker {worker!r} (pid {pid}) died {describe_exit(exitcode)}"
@@ -117,7 +132,13 @@ class WorkerLostError(ProcoordError):
         super().__init__(message)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.worker, self.pid, self.exitcode, self.detail, self.killed_by))
+        return (_rebuild_lost, (self.worker, self.pid, self.exitcode, self.detail, self.killed_by, self.ran))
+
+
+def _rebuild_lost(
+    worker: Hashable, pid: int | None, exitcode: int | None, detail: str, killed_by: str, ran: bool
+) -> WorkerLostError:
+    return WorkerLostError(worker, pid, exitcode, detail, killed_by, ran=ran)
 
 
 class TaskTimeoutError(ProcoordError, TimeoutError):

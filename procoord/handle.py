@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import Callable, Generator, Hashable
 from typing import Any, Generic, TypeVar, final
 
+from ._task import Task
+
 __all__ = ("JoinHandle",)
 
 R = TypeVar("R")
@@ -22,28 +24,22 @@ class JoinHandle(Generic[R]):
     handles are not owned by their awaiters. Call :meth:`cancel` for that.
     """
 
-    __slots__ = ("_cancel", "_future", "_task_id", "_transform", "_waiters")
+    __slots__ = ("_cancel", "_task", "_transform")
 
     def __init__(
         self,
-        task_id: int,
-        future: asyncio.Future[tuple[Any, Hashable]],
+        task: Task,
         cancel: Callable[[], bool],
         transform: Callable[[tuple[Any, Hashable]], R] | None = None,
-        waiters: list[asyncio.Future[None]] | None = None,
     ) -> None:
-        self._task_id = task_id
-        self._future = future
+        self._task = task
         self._cancel = cancel
         self._transform = transform
-        # Woken directly by the coordinator when the task ends: one event-loop turn
-        # fewer than waiting on the future through asyncio.shield.
-        self._waiters = waiters
 
     @property
     def task_id(self) -> int:
         """The task's id, unique within its coordinator."""
-        return self._task_id
+        return self._task.id
 
     async def join(self) -> R:
         """Wait for the task; return ``(result, worker_ident)`` (or what :meth:`map` made of it).
@@ -52,20 +48,9 @@ class JoinHandle(Generic[R]):
         :class:`~procoord.WorkerLostError`, ..., or :class:`asyncio.CancelledError` when
         the task was cancelled.
         """
-        future = self._future
+        future: asyncio.Future[tuple[Any, Hashable]] = self._task.future
         if not future.done():
-            waiters = self._waiters
-            if waiters is None:
-                # shield: cancelling the awaiter must not cancel the task.
-                await asyncio.shield(future)
-            else:
-                waiter: asyncio.Future[None] = future.get_loop().create_future()
-                waiters.append(waiter)
-                try:
-                    await waiter
-                finally:
-                    if not waiter.done():  # the awaiter was cancelled, not the task
-                        waiters.remove(waiter)
+            await self._task.wait()
         pair = future.result()
         if self._transform is None:
             return pair  # type: ignore[return-value]
@@ -81,7 +66,7 @@ class JoinHandle(Generic[R]):
         def transform(pair: tuple[Any, Hashable]) -> S:
             return fn(pair if inner is None else inner(pair))  # type: ignore[arg-type]
 
-        return JoinHandle(self._task_id, self._future, self._cancel, transform, self._waiters)
+        return JoinHandle(self._task, self._cancel, transform)
 
     def cancel(self) -> bool:
         """Cancel the task. True when it will not deliver a result: it was still queued
@@ -92,8 +77,8 @@ class JoinHandle(Generic[R]):
 
     def done(self) -> bool:
         """Whether the task has finished (with a result, an error or cancelled)."""
-        return self._future.done()
+        return self._task.done()
 
     def __repr__(self) -> str:
-        state = "done" if self._future.done() else "pending"
-        return f"<JoinHandle task {self._task_id} {state}>"
+        state = "done" if self._task.done() else "pending"
+        return f"<JoinHandle task {self._task.id} {state}>"

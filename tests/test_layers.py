@@ -22,8 +22,9 @@ ALLOWED: dict[str, set[str]] = {
     "_remote": {"_wire", "errors"},
     "backends._base": {"_wire", "processor"},
     "backends.local": {"_child", "_remote", "_wire", "errors", "processor", "backends._base"},
-    "handle": set(),
-    "_slot": {"_remote", "_wire", "balancer", "backends._base", "errors", "prefs", "processor", "stats"},
+    "handle": {"_task"},
+    "_task": {"prefs"},
+    "_slot": {"_remote", "_task", "_wire", "balancer", "backends._base", "errors", "prefs", "processor", "stats"},
     "_ledger": set(),
 }
 

@@ -1,0 +1,222 @@
+"""Dispatch: where every task waits and which worker gets it.
+
+The :class:`Dispatcher` owns the worker registry, the shared queue (tasks bound late:
+Any, and Preferred over its threshold) and the count of unfinished tasks. Each worker
+slot owns its own queue; the dispatcher asks a slot to take, hand back or drop tasks
+and never changes a slot's queue itself. Slots report to it through
+:class:`~procoord._slot.SlotOwner`: a task finished, tasks handed back, a worker failed,
+room in a window (``pump``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+from . import _wire, balancer
+from ._ledger import TaskLedger
+from ._slot import WorkerSlot
+from ._task import Payload, Task, TaskQueue
+from .errors import CoordinatorClosedError, NoSuchWorkerError, NoWorkersError, WorkerLostError
+from .prefs import Pref, Preferred, Required, _Any
+
+__all__ = ("Dispatcher",)
+
+_PREF_TYPES = (_Any, Preferred, Required)
+
+
+class Dispatcher:
+    """The dispatch state of one coordinator; runs on its event loop."""
+
+    def __init__(self, queue_threshold: int, ewma_floor: float, max_pending: int | None) -> None:
+        self.queue_threshold = queue_threshold
+        self.ewma_floor = ewma_floor
+        self.slots: dict[Hashable, WorkerSlot] = {}
+        self.retiring: set[WorkerSlot] = set()  # stopping, or starting: not routable, still to be ended
+        self.ledger = TaskLedger(max_pending)
+        self._shared = TaskQueue()
+        self._ids = itertools.count(1)
+        self._given = itertools.count(1)
+        self._cancel_pending = False
+
+    # -- tasks in -------------------------------------------------------------------
+
+    def submit(self, task: Any, prefs: Pref, timeout: float | None, size: int) -> Task:
+        """Pickle a task and queue it where ``prefs`` says; raise, queuing nothing,
+        when it cannot be run."""
+        if type(prefs) not in _PREF_TYPES:
+            raise TypeError(
+                f"prefs must be TaskPrefs.Any, TaskPrefs.Preferred(...) or TaskPrefs.Required(...), not {prefs!r}"
+            )
+        slots = self.slots
+        slot: WorkerSlot | None = None
+        if type(prefs) is Required:
+            slot = slots.get(prefs.ident)
+            if slot is None:
+                raise NoSuchWorkerError(prefs.ident, "TaskPrefs.Required names no current worker")
+        elif not slots:
+            raise NoWorkersError()
+        elif type(prefs) is Preferred:
+            preferred = slots.get(prefs.ident)
+            if (
+                preferred is not None
+                and preferred.routable
+                and balancer.preferred_fits(preferred.queue_len, self.queue_threshold)
+            ):
+                slot = preferred
+        parts = _wire.dumps_parts(task, "task", snapshot=True)
+        payload: Payload = parts[0] if len(parts) == 1 else parts  # type: ignore[assignment]
+        if slot is not None and not slot.routable:
+            raise _never_ran(slot)
+        if slot is None and not any(s.routable for s in slots.values()):
+            raise NoWorkersError("every worker has failed; add a worker")
+        record = Task(next(self._ids), payload, prefs, asyncio.get_running_loop().create_future(), timeout)
+        record.size = size
+        if slot is not None:
+            slot.bind(record, next(self._given))
+        else:
+            self._shared.append(record)
+        self.ledger.task_added()
+        self.pump()
+        return record
+
+    def cancel(self, task: Task) -> bool:
+        """Cancel a task: see :meth:`JoinHandle.cancel <procoord.JoinHandle.cancel>`."""
+        if task.done():
+            return False
+        slot: WorkerSlot | None = task.slot
+        if slot is None:
+            if not self._shared.discard(task):
+                return False
+        elif slot.is_written(task):
+            if slot.is_running(task) and not slot.is_async:
+                return False  # a sync do_work cannot be interrupted
+            slot.send_cancel(task)
+            task.resolve()
+            return True  # it leaves the books when the worker confirms
+        elif not slot.unqueue(task):
+            return False
+        task.resolve()
+        self.ledger.task_left()
+        return True
+
+    # -- workers --------------------------------------------------------------------
+
+    def install(self, slot: WorkerSlot) -> WorkerSlot | None:
+        """Make a started worker routable; return the one it replaces (whose queued
+        tasks it takes over), if any."""
+        old = self.slots.get(slot.ident)
+        self.slots[slot.ident] = slot
+        if old is not None:
+            slot.adopt(old.take_queued())  # tasks bound to this ident stay with it
+        self.pump()
+        return old
+
+    def withdraw(self, slot: WorkerSlot) -> None:
+        """A worker leaves: route its queued tasks elsewhere (or fail them)."""
+        queued = slot.take_queued()
+        if queued:
+            self.reroute(queued, slot)
+        self._fail_unroutable()
+        self.pump()
+
+    def task_time_estimate(self) -> float | None:
+        """Mean measured task time of the ready workers (seconds), or None before any."""
+        times = [s.ewma_s for s in self.slots.values() if s.ready and s.ewma_s is not None]
+        return sum(times) / len(times) if times else None
+
+    # -- closing --------------------------------------------------------------------
+
+    def cancel_pending(self) -> None:
+        """From now on, fail every task that is not running instead of queuing it."""
+        self._cancel_pending = True
+        self.fail_queued()
+
+    def fail_queued(self) -> None:
+        """Fail every queued task with CoordinatorClosedError."""
+        queued = self._shared.drain()
+        for slot in self.slots.values():
+            queued.extend(slot.take_queued())
+        for task in queued:
+            self.task_finished(task, error=CoordinatorClosedError("the coordinator was closed before the task ran"))
+
+    # -- SlotOwner ------------------------------------------------------------------
+
+    def task_finished(self, task: Task, result: Any = None, error: BaseException | None = None) -> None:
+        """A task left the system: resolve it (unless cancelled) and count it."""
+        task.resolve(result, error)
+        self.ledger.task_left()
+
+    def reroute(self, tasks: Sequence[Task], lost: WorkerSlot) -> None:
+        """Tasks that never started on ``lost`` go back to be routed again, in order."""
+        for task in reversed(tasks):
+            task.slot = None
+            if self._cancel_pending:
+                self.task_finished(
+                    task, error=CoordinatorClosedError("the coordinator was closed with cancel_pending=True")
+                )
+            elif type(task.prefs) is Required:
+                slot = self.slots.get(task.prefs.ident)
+                if slot is None:
+                    self.task_finished(task, error=NoSuchWorkerError(task.prefs.ident, "the worker was removed"))
+                elif slot.routable:
+                    slot.requeue(task)
+                else:
+                    self.task_finished(task, error=_never_ran(slot))
+            else:
+                self._shared.appendleft(task)
+        self._fail_unroutable()
+
+    def slot_failed(self, slot: WorkerSlot) -> None:
+        """A worker will not be restarted: fail what only it could run."""
+        for task in slot.take_queued():
+            if type(task.prefs) is Required:
+                self.task_finished(task, error=_never_ran(slot))
+            else:
+                self._shared.append(task)
+        self._fail_unroutable()
+
+    def _fail_unroutable(self) -> None:
+        if not self._shared or any(s.routable for s in self.slots.values()):
+            return
+        for task in self._shared.drain():
+            self.task_finished(task, error=NoWorkersError("no worker left to run the task: all were removed or failed"))
+
+    def pump(self) -> None:
+        """Fill every ready worker's in-flight window: first from its own queue, then
+        from the shared queue as the balancer decides."""
+        slots = [s for s in self.slots.values() if s.has_room]
+        if not slots:
+            return  # every window is full (the common case while a burst is issued)
+        for slot in slots:
+            if slot.queued:
+                slot.fill_from_queue()
+        shared = self._shared
+        if shared:
+            slots = [s for s in self.slots.values() if s.ready]
+            times = balancer.routing_times([s.ewma_s for s in slots], self.ewma_floor)
+            cands = [balancer.Candidate(s.queue_len, s.has_room, s.last_given) for s in slots]
+            while shared:
+                if not any(c.has_room for c in cands):
+                    break
+                i = balancer.pick_for_pull(cands, times, len(shared))
+                if i is None:
+                    break
+                slot = slots[i]
+                seq = next(self._given)
+                slot.write(shared.popleft(), seq)
+                cand = cands[i]
+                cand.queue_len += 1
+                cand.last_given = seq
+                cand.has_room = slot.has_room
+        for slot in slots:
+            slot.flush()
+
+    def __repr__(self) -> str:
+        return f"<Dispatcher workers={len(self.slots)} shared={len(self._shared)} unfinished={self.ledger.unfinished}>"
+
+
+def _never_ran(slot: WorkerSlot) -> WorkerLostError:
+    return WorkerLostError(slot.ident, slot.pid, None, "the worker failed and is not restarted", ran=False)
