@@ -20,6 +20,7 @@ from .errors import TaskProcessError as TaskProcessError
 from .errors import TaskTimeoutError as TaskTimeoutError
 from .errors import WorkerLostError as WorkerLostError
 from .errors import WorkerStartError as WorkerStartError
+from .executor import Executor as Executor
 from .handle import JoinHandle as JoinHandle
 from .interface import interface as interface
 from .prefs import TaskPrefs as TaskPrefs
@@ -31,6 +32,7 @@ __all__ = (
     "BlockingCoordinator",
     "Coordinator",
     "CoordinatorClosedError",
+    "Executor",
     "JoinHandle",
     "NoSuchWorkerError",
     "NoWorkersError",
