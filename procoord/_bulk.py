@@ -31,6 +31,7 @@ from collections.abc import (
     Hashable,
     Iterable,
     Iterator,
+    Mapping,
     Sequence,
     Sized,
 )
@@ -149,7 +150,7 @@ class MapIterator(Generic[T]):
         *,
         ordered: bool = True,
         window: int = DEFAULT_WINDOW,
-        progress: bool = False,
+        progress: bool | Mapping[str, Any] = False,
         return_exceptions: bool = False,
         timeout: float | None = None,
     ) -> None:
@@ -172,7 +173,8 @@ class MapIterator(Generic[T]):
         self._timeout = timeout
         self._bar: ProgressBar | None = None
         if progress:
-            self._bar = open_bar(len(iterable) if isinstance(iterable, Sized) else None)
+            options = progress if isinstance(progress, Mapping) else None
+            self._bar = open_bar(len(iterable) if isinstance(iterable, Sized) else None, options=options)
         # Ordered: chunks (or failures) in input order.
         self._queue: deque[_Chunk | _Failed] = deque()
         self._queued_items = 0

@@ -1,6 +1,7 @@
 """A progress bar on stderr for bulk work: tqdm when it is installed, a plain one otherwise.
 
-tqdm is an optional extra (``pip install procoord[progress]``); without it a small bar with
+tqdm is an optional extra (``pip install 'procoord[progress]'``), used through
+``tqdm.auto`` (a widget in a notebook, text in a terminal); without it a small bar with
 the count, the rate and (when the total is known) the percentage and ETA is drawn instead.
 """
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any, Protocol, TextIO
 
 __all__ = ("ProgressBar", "PlainBar", "open_bar")
@@ -33,16 +35,36 @@ class ProgressBar(Protocol):
         ...
 
 
-def open_bar(total: int | None, *, desc: str = "procoord", file: TextIO | None = None) -> ProgressBar:
+def open_bar(
+    total: int | None, *, desc: str = "procoord", file: TextIO | None = None, options: Mapping[str, Any] | None = None
+) -> ProgressBar:
     """A progress bar over ``total`` items (None: unknown) on ``file`` (stderr by default):
-    tqdm when it can be imported, :class:`PlainBar` otherwise."""
-    out = file if file is not None else sys.stderr
+    ``tqdm.auto.tqdm`` when it can be imported, :class:`PlainBar` otherwise.
+
+    ``options`` are keyword arguments for tqdm (``desc``, ``unit``, ``leave``, ``ncols``,
+    ``position``, ...), over procoord's defaults; the plain bar honours ``desc``,
+    ``total``, ``file`` and ``disable`` among them."""
+    settings: dict[str, Any] = {"total": total, "desc": desc, "unit": "task", "file": file or sys.stderr}
+    settings.update(options or {})
     try:
-        from tqdm import tqdm
+        from tqdm.auto import tqdm
     except ImportError:
-        return PlainBar(total, desc=desc, file=out)
-    bar: ProgressBar = tqdm(total=total, desc=desc, unit="task", file=out, dynamic_ncols=True)
+        if settings.get("disable"):
+            return _NoBar()
+        return PlainBar(settings["total"], desc=str(settings["desc"]), file=settings["file"])
+    settings.setdefault("dynamic_ncols", True)
+    bar: ProgressBar = tqdm(**settings)
     return bar
+
+
+class _NoBar:
+    """What ``disable=True`` gives without tqdm: counts nothing, draws nothing."""
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 class PlainBar:
@@ -62,6 +84,7 @@ class PlainBar:
         self._start = time.monotonic()
         self._drawn_at = self._start
         self._closed = False
+        self._drawn_len = 0  # of the line on the terminal, to blank what a shorter one leaves
         if self._tty:
             self._draw(self._start)
 
@@ -98,7 +121,9 @@ class PlainBar:
         text = self.render(now)
         try:
             if self._tty:
-                self.file.write("\r" + text + ("\n" if final else ""))
+                tail = " " * max(self._drawn_len - len(text), 0)
+                self._drawn_len = len(text)
+                self.file.write("\r" + text + tail + ("\n" if final else ""))
             else:
                 self.file.write(text + "\n")
             self.file.flush()

@@ -18,7 +18,7 @@ import asyncio
 import concurrent.futures
 import threading
 import weakref
-from collections.abc import AsyncIterable, Callable, Coroutine, Hashable, Iterable, Iterator
+from collections.abc import AsyncIterable, Callable, Coroutine, Hashable, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, Literal, TypeVar, final, overload
 
@@ -325,7 +325,7 @@ class BlockingCoordinator:
         *,
         ordered: bool = True,
         window: int = DEFAULT_WINDOW,
-        progress: bool = False,
+        progress: bool | Mapping[str, Any] = False,
         return_exceptions: Literal[False] = False,
         timeout: float | None = None,
     ) -> BlockingMapIterator[tuple[Any, Hashable]]: ...
@@ -337,7 +337,7 @@ class BlockingCoordinator:
         *,
         ordered: bool = True,
         window: int = DEFAULT_WINDOW,
-        progress: bool = False,
+        progress: bool | Mapping[str, Any] = False,
         return_exceptions: bool,
         timeout: float | None = None,
     ) -> BlockingMapIterator[tuple[Any, Hashable] | BaseException]: ...
@@ -348,7 +348,7 @@ class BlockingCoordinator:
         *,
         ordered: bool = True,
         window: int = DEFAULT_WINDOW,
-        progress: bool = False,
+        progress: bool | Mapping[str, Any] = False,
         return_exceptions: bool = False,
         timeout: float | None = None,
     ) -> BlockingMapIterator[Any]:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import AsyncIterable, Callable, Hashable, Iterable, Sequence
+from collections.abc import AsyncIterable, Callable, Hashable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal, final, overload
 
@@ -352,7 +352,7 @@ class Coordinator:
         *,
         ordered: bool = True,
         window: int = DEFAULT_WINDOW,
-        progress: bool = False,
+        progress: bool | Mapping[str, Any] = False,
         return_exceptions: Literal[False] = False,
         timeout: float | None = None,
     ) -> MapIterator[tuple[Any, Hashable]]: ...
@@ -364,7 +364,7 @@ class Coordinator:
         *,
         ordered: bool = True,
         window: int = DEFAULT_WINDOW,
-        progress: bool = False,
+        progress: bool | Mapping[str, Any] = False,
         return_exceptions: bool,
         timeout: float | None = None,
     ) -> MapIterator[tuple[Any, Hashable] | BaseException]: ...
@@ -375,7 +375,7 @@ class Coordinator:
         *,
         ordered: bool = True,
         window: int = DEFAULT_WINDOW,
-        progress: bool = False,
+        progress: bool | Mapping[str, Any] = False,
         return_exceptions: bool = False,
         timeout: float | None = None,
     ) -> MapIterator[Any]:
@@ -387,7 +387,8 @@ class Coordinator:
         failed task raises from the loop, or is yielded in its place with
         ``return_exceptions=True``. Leaving the loop early cancels what it queued (a
         queued task never runs). ``progress=True`` draws a progress bar on stderr (tqdm
-        when installed). ``timeout`` applies to each task, as in :meth:`run`::
+        when installed); a dict gives tqdm's options (``progress=dict(desc="pages")``).
+        ``timeout`` applies to each task, as in :meth:`run`::
 
             async for result, worker in coord.map(range(1000), window=32):
                 ...

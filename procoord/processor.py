@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from . import _wire
+from .errors import SerializationError
 
 __all__ = ("Factory", "ProcessorSpec", "TaskProcessor", "build_processor", "make_spec")
 
@@ -57,24 +58,45 @@ def make_spec(processor: object, factories: Mapping[str, Factory]) -> ProcessorS
 
     Raises:
         KeyError: ``processor`` names no registered factory (the caller reports it).
-        TypeError: ``processor`` is of no accepted form.
+        TypeError: ``processor`` is of no accepted form, or is a processor class
+            rather than an instance.
         SerializationError: it cannot be pickled.
     """
     if isinstance(processor, str):
         factory = factories[processor]
         payload = _wire.dumps((factory.factory, factory.args, dict(factory.kwargs)), "processor")
         return ProcessorSpec("factory", payload, factory=processor, description=f"factory {processor!r}")
+    if isinstance(processor, type) and hasattr(processor, "do_work"):
+        name = processor.__qualname__
+        raise TypeError(
+            f"add_worker got the class {name}, not an instance of it: pass an instance, "
+            f"add_worker(ident, {name}(...)), or register the class as a factory, "
+            f"coord.register({name.lower()!r}, {name}, ...), and add_worker(ident, {name.lower()!r}) "
+            "to build it inside the worker"
+        )
     if isinstance(processor, TaskProcessor) or hasattr(processor, "do_work"):
-        payload = _wire.dumps(processor, "processor")
+        payload = _dumps_processor(processor)
         return ProcessorSpec("instance", payload, description=type(processor).__qualname__)
     if callable(processor):
-        payload = _wire.dumps(processor, "processor")
+        payload = _dumps_processor(processor)
         name = getattr(processor, "__qualname__", type(processor).__qualname__)
         return ProcessorSpec("callable", payload, description=name)
     raise TypeError(
         f"a processor must be a TaskProcessor, a callable taking one task, or the name of a "
         f"registered factory; got {type(processor).__qualname__}"
     )
+
+
+def _dumps_processor(processor: object) -> bytes:
+    try:
+        return _wire.dumps(processor, "processor")
+    except SerializationError as exc:
+        raise SerializationError(
+            "processor",
+            f"{exc.detail}; a processor that holds what cannot be pickled (a lock, a socket, a "
+            "model in memory) can be built inside the worker instead: register a factory with "
+            "coord.register(name, factory, *args, **kwargs), then add_worker(ident, name)",
+        ) from exc
 
 
 def build_processor(spec: ProcessorSpec) -> tuple[Callable[[Any], Any], bool]:

@@ -338,7 +338,8 @@ async def test_map_progress_uses_tqdm_when_installed(coord: Coordinator, monkeyp
         def close(self) -> None:
             self.closed = True
 
-    monkeypatch.setitem(sys.modules, "tqdm", types.SimpleNamespace(tqdm=FakeTqdm))
+    monkeypatch.setitem(sys.modules, "tqdm", types.SimpleNamespace(auto=None))
+    monkeypatch.setitem(sys.modules, "tqdm.auto", types.SimpleNamespace(tqdm=FakeTqdm))
     await coord.add_worker("w", _funcs.double)
     async for _ in coord.map(range(12), progress=True):
         pass
