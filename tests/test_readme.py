@@ -80,4 +80,3 @@ def test_fragment_follows_a_program_and_parses(block: Block) -> None:
     the body of a coroutine (where its awaits are)."""
     assert any(p.line < block.line for p in PROGRAMS), "a fragment needs a program before it"
     ast.parse("async def fragment():\n" + textwrap.indent(block.code, "    "))
-
