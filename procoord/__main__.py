@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="each task counts the primes below N + i (default: 60000)",
     )
-    sub.add_parser("bench", help="procoord against the standard library's ProcessPoolExecutor", add_help=False)
+    sub.add_parser("bench", help="procoord against the standard library's pools and a minimal pool", add_help=False)
     return parser
 
 

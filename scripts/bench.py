@@ -1,4 +1,4 @@
-"""Benchmark procoord against ProcessPoolExecutor: ``python scripts/bench.py [--quick] [--only a,b] [--json PATH]``.
+"""Benchmark procoord against other pools: ``python scripts/bench.py [--quick] [--only a,b] [--json PATH]``.
 
 A thin wrapper of ``python -m procoord bench``; ``--help`` lists every option.
 """

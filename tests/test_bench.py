@@ -1,50 +1,84 @@
-"""Smoke test of the benchmark: it runs and writes its JSON. It asserts on no timing."""
+"""Smoke test of the benchmark: it runs in real processes and reports every figure.
+It asserts on no timing."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 pytestmark = pytest.mark.slow
 
+ROOT = Path(__file__).resolve().parent.parent
 
-def test_quick_bench_writes_expected_json(tmp_path: Path) -> None:
-    out = tmp_path / "bench.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "procoord", "bench", "--quick", "--only", "a,f", "--json", str(out)],
+
+def _bench(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
+    return subprocess.run(
+        [sys.executable, "-m", "procoord", "bench", "--quick", *args],
         capture_output=True,
         text=True,
         timeout=110,
         check=False,
+        cwd=cwd,
+        env=env,
     )
+
+
+def _row(report: dict[str, Any], measure: str) -> dict[str, Any]:
+    rows = [r for r in report["table"] if r["measure"] == measure]
+    assert rows, f"no row {measure!r} in {[r['measure'] for r in report['table']]}"
+    return rows[0]
+
+
+def test_quick_bench_reports_procoord_next_to_its_comparisons(tmp_path: Path) -> None:
+    """Test that a quick run of the latency, throughput and start-up scenarios writes
+    the JSON asked for, with procoord's figures next to the minimal pool's and the
+    stdlib's, and the start-up rows measured through the public API."""
+    proc = _bench(tmp_path, "--only", "a,b,startup", "--json", "out.json")
     assert proc.returncode == 0, proc.stderr
-    assert "round trip p50" in proc.stdout
-    report = json.loads(out.read_text())
+    assert "no-op round trip p50 (us)" in proc.stdout
+    assert "target" not in proc.stdout.lower()
+    assert sorted(os.listdir(tmp_path)) == ["out.json"]
+    report = json.loads((tmp_path / "out.json").read_text())
     assert set(report) == {"meta", "figures", "table"}
     assert report["meta"]["quick"] is True
-    figures = report["figures"]
-    assert set(figures) == {"a", "f"}
-    for side in ("procoord", "ppe", "raw_echo", "raw_echo_cross_cpu"):
-        assert {"p50_us", "p99_us"} <= set(figures["a"][side])
-        assert figures["a"][side]["p50_us"]["median"] > 0
-    for side in ("procoord_run", "ppe_submit", "procoord_map", "ppe_map"):
-        assert figures["f"][side]["median"] > 0
-    measures = {row["measure"] for row in report["table"]}
-    assert "round trip p50 (us)" in measures
-    assert all({"ratio", "target", "met"} <= set(row) for row in report["table"])
+    assert set(report["figures"]) == {"latency", "throughput", "startup"}
+    p50 = _row(report, "no-op round trip p50 (us)")
+    assert all(p50[side] > 0 for side in ("procoord", "minimal", "ppe", "pool"))
+    assert set(p50["ratios"]) == {"minimal", "ppe", "pool", "other"}
+    burst = _row(report, "no-op burst, run_nowait (tasks/s)")
+    assert all(burst[side] > 0 for side in ("procoord", "minimal", "ppe", "pool"))
+    for measure in (
+        "no-op burst, gather(call) (tasks/s)",
+        "no-op map (tasks/s)",
+        "fresh program, 2 workers, to exit (ms)",
+        "fresh program, 2 workers, to results (ms)",
+        "python -c 'import procoord' (ms)",
+        "add_worker on a running coordinator, p50 (ms)",
+        "restart after SIGKILL, to next result, p50 (ms)",
+        "USS per idle worker (MiB)",
+    ):
+        assert _row(report, measure)["procoord"] > 0, measure
+    program = _row(report, "fresh program, 2 workers, to exit (ms)")
+    assert program["ppe"] > 0 and program["pool"] > 0 and program["other"]["value"] > 0
 
 
-def test_bench_rejects_unknown_figure() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "procoord", "bench", "--only", "z"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+def test_bench_writes_no_file_unless_asked(tmp_path: Path) -> None:
+    """Test that without --json the report goes to stdout only."""
+    proc = _bench(tmp_path, "--only", "c")
+    assert proc.returncode == 0, proc.stderr
+    assert "speedup over serial" in proc.stdout
+    assert os.listdir(tmp_path) == []
+
+
+def test_bench_rejects_unknown_scenario(tmp_path: Path) -> None:
+    """Test that --only names the scenarios it takes."""
+    proc = _bench(tmp_path, "--only", "z")
     assert proc.returncode == 2
-    assert "--only" in proc.stderr
+    assert "--only" in proc.stderr and "latency" in proc.stderr

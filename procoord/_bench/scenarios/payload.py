@@ -1,0 +1,100 @@
+"""(d) Large arguments: a 1 MiB ``bytes`` argument echoed back, and a 64 MiB numpy
+buffer (out-of-band pickle buffers) when numpy imports."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import time
+from typing import Any
+
+from .._config import BenchConfig
+from .._coord import coordinator
+from .._harness import MIB, Profiler, median_of, summary
+from .._report import Row, Scenario, spread
+from .._stdlib import mp_pool, pool_warm, ppe, ppe_warm
+from .._tasks import echo
+
+__all__ = ("SCENARIO",)
+
+MB = 1e6
+
+
+async def _procoord(cfg: BenchConfig, payload: Any, calls: int) -> float:
+    async with await coordinator(echo, cfg.workers, warm=0) as coord:
+        await coord.call(payload)
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            await coord.call(payload)
+        return time.perf_counter() - t0
+
+
+def _ppe(cfg: BenchConfig, payload: Any, calls: int) -> float:
+    with ppe(cfg.workers) as ex:
+        ppe_warm(ex, cfg.workers)
+        ex.submit(echo, payload).result()
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            ex.submit(echo, payload).result()
+        return time.perf_counter() - t0
+
+
+def _pool(cfg: BenchConfig, payload: Any, calls: int) -> float:
+    with mp_pool(cfg.workers) as pool:
+        pool_warm(pool, cfg.workers)
+        pool.apply(echo, (payload,))
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            pool.apply(echo, (payload,))
+        return time.perf_counter() - t0
+
+
+def _numpy_buffer(size: int) -> Any | None:
+    try:
+        numpy = importlib.import_module("numpy")
+    except ImportError:
+        return None
+    return numpy.ones(size, dtype=numpy.uint8)
+
+
+def _echo_rates(cfg: BenchConfig, prof: Profiler, payload: Any, size: int, calls: int, reps: int) -> dict[str, Any]:
+    pc, ppes, pools = [], [], []
+    for _ in range(reps):
+        pc.append(size * calls / prof.run(cfg, _procoord(cfg, payload, calls)) / MB)
+        ppes.append(size * calls / _ppe(cfg, payload, calls) / MB)
+        pools.append(size * calls / _pool(cfg, payload, calls) / MB)
+    return {"procoord": summary(pc), "ppe": summary(ppes), "pool": summary(pools)}
+
+
+def measure(cfg: BenchConfig, prof: Profiler) -> dict[str, Any]:
+    """MB/s of sequential echo round trips, each pool in turn."""
+    out: dict[str, Any] = {
+        "how": "sequential echo round trips; MB/s = argument bytes (1e6 per MB) per second of round trip",
+        "1mib": _echo_rates(cfg, prof, os.urandom(MIB), MIB, cfg.echo_calls, cfg.reps_up_to(5)),
+    }
+    big = _numpy_buffer(64 * MIB)
+    if big is None:
+        out["64mib"] = {"skipped": "numpy is not installed"}
+    else:
+        out["64mib"] = _echo_rates(cfg, prof, big, 64 * MIB, cfg.big_echo_calls, cfg.reps_up_to(3))
+    return out
+
+
+def rows(fig: dict[str, Any], cfg: BenchConfig) -> list[Row]:
+    """One row per payload."""
+    out = []
+    for key, name in (("1mib", "1 MiB bytes echo (MB/s)"), ("64mib", "64 MiB numpy echo (MB/s)")):
+        node = fig[key]
+        if "skipped" in node:
+            out.append(Row("d", f"{name}: {node['skipped']}", None))
+            continue
+        out.append(
+            Row(
+                "d", name, median_of(node["procoord"]), spread(node["procoord"]),
+                ppe=median_of(node["ppe"]), pool=median_of(node["pool"]),
+            )
+        )  # fmt: skip
+    return out
+
+
+SCENARIO = Scenario("d", "payload", "large arguments echoed back", measure, rows)
