@@ -37,8 +37,9 @@ from collections.abc import (
 )
 from itertools import islice
 from types import TracebackType
-from typing import Any, Generic, Protocol, TypeVar, final
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, final
 
+from ._misuse import async_for_needed
 from ._progress import ProgressBar, open_bar
 from .errors import SerializationError
 from .handle import JoinHandle
@@ -193,6 +194,11 @@ class MapIterator(Generic[T]):
 
     def __aiter__(self) -> MapIterator[T]:
         return self
+
+    if not TYPE_CHECKING:  # a plain `for` by mistake: an error that names `async for`
+
+        def __iter__(self) -> None:
+            async_for_needed("coord.map(...)")
 
     def __anext__(self) -> Awaitable[T]:
         finished = self._finished

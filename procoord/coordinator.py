@@ -26,13 +26,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import AsyncIterable, Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterable, Callable, Coroutine, Hashable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Literal, final, overload
+from typing import TYPE_CHECKING, Any, Literal, final, overload
 
 from . import _wire
 from ._bulk import DEFAULT_WINDOW, MapIterator
 from ._dispatch import Dispatcher
+from ._misuse import NotAwaited, async_with_needed, require_asyncio
 from ._slot import WorkerSlot
 from .backends._base import Backend
 from .backends.local import LocalBackend
@@ -119,6 +120,7 @@ class Coordinator:
     # -- context manager ------------------------------------------------------------
 
     async def __aenter__(self) -> Coordinator:
+        require_asyncio("Coordinator")
         return self
 
     async def __aexit__(
@@ -130,6 +132,14 @@ class Coordinator:
             # Leaving on an error (or Ctrl-C): nobody will use the queued results, and a
             # long running task must not hold the way out.
             await self.close(cancel_pending=True, timeout=ERROR_EXIT_GRACE_S)
+
+    if not TYPE_CHECKING:  # `with` by mistake: an error that names `async with`
+
+        def __enter__(self) -> None:
+            async_with_needed(type(self))
+
+        def __exit__(self, *exc_info: object) -> None:
+            pass
 
     # -- workers --------------------------------------------------------------------
 
@@ -164,6 +174,7 @@ class Coordinator:
             CoordinatorClosedError: after ``close``.
         """
         self._check_open()
+        require_asyncio("add_worker")
         hash(ident)  # an unhashable ident fails here, with Python's own TypeError
         try:
             spec = make_spec(processor, self._factories)
@@ -268,10 +279,10 @@ class Coordinator:
 
     # -- tasks ----------------------------------------------------------------------
 
-    async def run(
+    def run(
         self, task: Any, prefs: Pref = ANY, *, timeout: float | None = None
-    ) -> JoinHandle[tuple[Any, Hashable]]:
-        """Queue a task and return its :class:`JoinHandle` at once.
+    ) -> Coroutine[Any, Any, JoinHandle[tuple[Any, Hashable]]]:
+        """Queue a task and return its :class:`JoinHandle` at once: ``h = await coord.run(task)``.
 
         It waits only while ``max_pending`` tasks are unfinished, when that is set.
         ``timeout`` (seconds, from when the task starts running) overrides the
@@ -283,6 +294,9 @@ class Coordinator:
             NoWorkersError: there is no worker.
             CoordinatorClosedError: after ``close``.
         """
+        return NotAwaited(self._run(task, prefs, timeout), "coord.run")
+
+    async def _run(self, task: Any, prefs: Pref, timeout: float | None) -> JoinHandle[tuple[Any, Hashable]]:
         self._check_open()
         if self._ledger.full():
             await self._ledger.wait_for_space(self._check_open)
@@ -330,13 +344,18 @@ class Coordinator:
         # collected, and its workers stopped, while a handle of it may still be awaited.
         return JoinHandle(record, lambda: self._dispatch.cancel(record))
 
-    async def call(self, task: Any, prefs: Pref = ANY, *, timeout: float | None = None) -> tuple[Any, Hashable]:
-        """``run`` the task and wait for it: ``(result, worker_ident)``.
+    def call(
+        self, task: Any, prefs: Pref = ANY, *, timeout: float | None = None
+    ) -> Coroutine[Any, Any, tuple[Any, Hashable]]:
+        """``run`` the task and wait for it: ``result, worker = await coord.call(task)``.
 
         The call owns its task: cancelling the caller (``asyncio.timeout``, a client
         that went away) cancels the task as :meth:`JoinHandle.cancel` does, so a queued
         task never runs and a running async ``do_work`` is cancelled in its worker."""
-        handle = await self.run(task, prefs, timeout=timeout)
+        return NotAwaited(self._call(task, prefs, timeout), "coord.call")
+
+    async def _call(self, task: Any, prefs: Pref, timeout: float | None) -> tuple[Any, Hashable]:
+        handle = await self._run(task, prefs, timeout)
         try:
             return await handle.join()
         except asyncio.CancelledError:

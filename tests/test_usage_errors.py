@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import sys
 import threading
@@ -103,3 +104,64 @@ def test_plain_bar_leaves_no_stale_tail() -> None:
         screen = list(line) + screen[len(line) :]
     shown = "".join(screen)
     assert "ETA" not in shown and shown.rstrip().endswith("]")
+
+
+# -- async API used as if it were sync -------------------------------------------------------
+
+
+def test_sync_with_names_async_with_and_the_blocking_facade() -> None:
+    """Test that `with Coordinator()` says to write `async with`, or to use BlockingCoordinator."""
+    with pytest.raises(TypeError, match=r"async with Coordinator\(\.\.\.\) as coord") as info, Coordinator():
+        pass
+    assert "BlockingCoordinator" in str(info.value)
+
+
+async def test_plain_for_over_map_names_async_for(coord: Coordinator) -> None:
+    """Test that a plain `for` over map() says to write `async for`, and nothing runs."""
+    await coord.add_worker("w", _funcs.double)
+    results = coord.map(range(3))
+    with pytest.raises(TypeError, match=r"async for result, worker in coord\.map"):
+        for _ in results:
+            pass
+    assert [r async for r, _ in results] == [0, 2, 4]  # the iterator is still usable
+
+
+async def test_unawaited_run_says_to_await(coord: Coordinator) -> None:
+    """Test that using run()'s coroutine as a handle says to write `await coord.run(...)`;
+    awaiting it, create_task and gather still work."""
+    await coord.add_worker("w", _funcs.double)
+    pending = coord.run(2)
+    with pytest.raises(AttributeError, match=r"handle = await coord\.run\(\.\.\.\)"):
+        pending.join()
+    handle = await pending
+    assert await handle == (4, "w")
+    handle = await asyncio.create_task(coord.run(3))
+    assert await handle == (6, "w")
+    [handle] = await asyncio.gather(coord.run(4))
+    assert await handle == (8, "w")
+    call = coord.call(5)
+    with pytest.raises(AttributeError, match=r"await coord\.call\(\.\.\.\)"):
+        call.result()
+    assert await call == (10, "w")
+
+
+def test_outside_any_event_loop_names_asyncio() -> None:
+    """Test that driving the coordinator from a non-asyncio loop (a bare coroutine send)
+    says procoord needs an asyncio event loop."""
+    coordinator = Coordinator()
+    step = coordinator.__aenter__()
+    with pytest.raises(RuntimeError, match=r"needs a running asyncio event loop"):
+        step.send(None)
+
+
+def test_under_trio_names_asyncio() -> None:
+    """Test that under trio, the first use says procoord runs on asyncio, and how to get there."""
+    trio = pytest.importorskip("trio")
+
+    async def main() -> None:
+        async with Coordinator() as coordinator:
+            await coordinator.add_worker("w", _funcs.double)
+
+    with pytest.raises(RuntimeError, match=r"procoord runs on asyncio, and this is trio") as info:
+        trio.run(main)
+    assert "anyio" in str(info.value) and "BlockingCoordinator" in str(info.value)

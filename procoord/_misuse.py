@@ -1,0 +1,112 @@
+"""Common mistakes with an async API, and errors that say what to write instead.
+
+A coroutine used without ``await``, ``with`` where ``async with`` is meant, ``for`` over
+an async iterator, or an event loop that is not asyncio's all fail in Python with terse
+messages (``'coroutine' object has no attribute 'join'``, ``no running event loop``);
+the helpers here turn them into messages that name the fix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Coroutine, Generator
+from typing import Any, NoReturn, TypeVar
+
+__all__ = ("NotAwaited", "async_with_needed", "async_for_needed", "require_asyncio")
+
+T = TypeVar("T")
+
+# Attributes of what an awaited call gives (a JoinHandle, a result pair): reaching for
+# one on the un-awaited call is the mistake to explain.
+_HANDLE_ATTRIBUTES = frozenset({"join", "cancel", "done", "task_id", "map", "result", "exception"})
+
+
+class NotAwaited(Coroutine[Any, Any, T]):
+    """A coroutine that explains itself when it is used as what awaiting it would give.
+
+    ``h = coord.run(task)`` then ``h.join()`` raises an AttributeError saying to write
+    ``h = await coord.run(task)``. Everything else behaves as the coroutine does
+    (``await``, ``asyncio.create_task``, ``gather``)."""
+
+    __slots__ = ("_call", "_coro")
+
+    def __init__(self, coro: Coroutine[Any, Any, T], call: str) -> None:
+        self._coro = coro
+        self._call = call
+
+    def send(self, value: Any) -> Any:
+        return self._coro.send(value)
+
+    def throw(self, *args: Any) -> Any:
+        return self._coro.throw(*args)
+
+    def close(self) -> None:
+        self._coro.close()
+
+    def __await__(self) -> Generator[Any, None, T]:
+        return self._coro.__await__()
+
+    def __getattr__(self, name: str) -> NoReturn:
+        if name in _HANDLE_ATTRIBUTES:
+            raise AttributeError(
+                f"{self._call}(...) was not awaited: it gives a coroutine; write "
+                f"`handle = await {self._call}(...)`, then `handle.{name}`"
+            )
+        raise AttributeError(f"{type(self._coro).__name__!r} object has no attribute {name!r}")
+
+    def __iter__(self) -> NoReturn:
+        raise TypeError(f"{self._call}(...) must be awaited: `await {self._call}(...)`, inside a coroutine")
+
+    def __repr__(self) -> str:
+        return f"<not awaited: {self._call}(...)>"
+
+
+def async_with_needed(cls: type) -> NoReturn:
+    """The error for ``with`` on a class meant for ``async with``."""
+    name = cls.__name__
+    raise TypeError(
+        f"{name} is an async context manager: write `async with {name}(...) as coord:` inside a "
+        "coroutine; code without asyncio uses `with procoord.BlockingCoordinator(...) as coord:` "
+        "or `with procoord.Executor() as executor:`"
+    )
+
+
+def async_for_needed(what: str) -> NoReturn:
+    """The error for a plain ``for`` over an async iterator."""
+    raise TypeError(
+        f"{what} is an async iterator: write `async for result, worker in {what}:` inside a "
+        "coroutine; code without asyncio gets a plain iterator from BlockingCoordinator.map "
+        "(or procoord.Executor.map)"
+    )
+
+
+def require_asyncio(what: str) -> asyncio.AbstractEventLoop:
+    """The running asyncio loop, or a RuntimeError saying procoord needs one."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    if _under_trio():
+        raise RuntimeError(
+            f"{what}: procoord runs on asyncio, and this is trio. Run the async code with "
+            "anyio on its asyncio backend (anyio.run(main, backend='asyncio')) or asyncio.run(); "
+            "from trio, use procoord.BlockingCoordinator (its own asyncio loop in a thread) "
+            "through trio.to_thread.run_sync"
+        ) from None
+    raise RuntimeError(
+        f"{what} needs a running asyncio event loop: call it from a coroutine started by "
+        "asyncio.run() (or uvloop.run()); code without asyncio uses procoord.BlockingCoordinator "
+        "or procoord.Executor"
+    ) from None
+
+
+def _under_trio() -> bool:
+    trio = sys.modules.get("trio")
+    if trio is None:
+        return False
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:
+        return False
+    return True
