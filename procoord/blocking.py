@@ -260,11 +260,17 @@ class BlockingCoordinator:
         self._sync(self._coord.register, name, factory, *args, **kwargs)
 
     def add_worker(
-        self, ident: Hashable, processor: object, *, restart: bool = True, backend: Backend | None = None
+        self,
+        ident: Hashable,
+        processor: object,
+        *,
+        restart: bool = True,
+        backend: Backend | None = None,
+        env: Mapping[str, str | None] | None = None,
     ) -> bool:
         """Start a worker and wait until it can take tasks (see
         :meth:`Coordinator.add_worker <procoord.Coordinator.add_worker>`)."""
-        return self.run_coroutine(self._coord.add_worker(ident, processor, restart=restart, backend=backend))
+        return self.run_coroutine(self._coord.add_worker(ident, processor, restart=restart, backend=backend, env=env))
 
     def remove_worker(self, ident: Hashable) -> bool:
         """Retire a worker and wait until its process has exited (see

@@ -40,7 +40,7 @@ from .backends.local import LocalBackend
 from .errors import CoordinatorClosedError, WorkerStartError
 from .handle import JoinHandle
 from .prefs import ANY, Pref
-from .processor import Factory, make_spec
+from .processor import Factory, make_spec, with_environment
 from .stats import WorkerStats
 
 __all__ = ("Coordinator",)
@@ -102,7 +102,11 @@ class Coordinator:
         if restart_limit < 0 or restart_window <= 0:
             raise ValueError("restart_limit must be >= 0 and restart_window > 0")
         self.queue_threshold = queue_threshold
-        self.backend: Backend = backend if backend is not None else LocalBackend()
+        # A backend made here is closed here (its launcher ends with the coordinator).
+        self._own_backend: LocalBackend | None = None
+        if backend is None:
+            backend = self._own_backend = LocalBackend()
+        self.backend: Backend = backend
         self.ewma_floor = ewma_floor
         self.task_timeout = task_timeout
         self.restart_limit = restart_limit
@@ -157,7 +161,13 @@ class Coordinator:
         self._factories[name] = Factory(name, factory, args, kwargs)
 
     async def add_worker(
-        self, ident: Hashable, processor: object, *, restart: bool = True, backend: Backend | None = None
+        self,
+        ident: Hashable,
+        processor: object,
+        *,
+        restart: bool = True,
+        backend: Backend | None = None,
+        env: Mapping[str, str | None] | None = None,
     ) -> bool:
         """Start a worker process running ``processor`` and return once it can take tasks.
 
@@ -165,7 +175,8 @@ class Coordinator:
         one task (sync or async), or the name of a registered factory. Returns True when
         it replaced a worker with the same ident (which is retired as ``remove_worker``
         retires it). With ``restart=False`` a crashed worker is marked failed instead
-        of restarted.
+        of restarted. ``env`` sets (str) or removes (None) environment variables for
+        this worker, on top of ``os.environ`` as it is now; a restart keeps them.
 
         Raises:
             WorkerStartError: the worker could not start (unknown factory name, the
@@ -177,7 +188,7 @@ class Coordinator:
         require_asyncio("add_worker")
         hash(ident)  # an unhashable ident fails here, with Python's own TypeError
         try:
-            spec = make_spec(processor, self._factories)
+            spec = with_environment(make_spec(processor, self._factories), env)
         except KeyError:
             known = ", ".join(repr(n) for n in sorted(self._factories)) or "none"
             raise WorkerStartError(
@@ -207,7 +218,13 @@ class Coordinator:
         return old is not None
 
     async def add_workers(
-        self, factory: str, count: int, *, restart: bool = True, backend: Backend | None = None
+        self,
+        factory: str,
+        count: int,
+        *,
+        restart: bool = True,
+        backend: Backend | None = None,
+        env: Mapping[str, str | None] | None = None,
     ) -> list[str]:
         """Start ``count`` workers of the registered factory ``factory`` in parallel.
 
@@ -225,7 +242,7 @@ class Coordinator:
                 idents.append(ident)
             n += 1
         outcomes = await asyncio.gather(
-            *(self.add_worker(ident, factory, restart=restart, backend=backend) for ident in idents),
+            *(self.add_worker(ident, factory, restart=restart, backend=backend, env=env) for ident in idents),
             return_exceptions=True,
         )
         errors = [o for o in outcomes if isinstance(o, BaseException)]
@@ -489,6 +506,8 @@ class Coordinator:
             await asyncio.gather(*(self._stop_slot(s, deadline) for s in slots))
             dispatch.fail_queued()  # anything left waiting for a restart that will not come
             self._finalizer.detach()
+            if self._own_backend is not None:
+                self._own_backend.close()
         finally:
             self._closed.set_result(None)
 

@@ -8,7 +8,9 @@ boundaries intact.
 
 from __future__ import annotations
 
+import errno
 import pickle
+import resource
 from collections.abc import Hashable
 from typing import Any
 
@@ -241,3 +243,19 @@ def describe_exit(exitcode: int | None) -> str:
         cause = _SIGNAL_CAUSES.get(signum, f"signal {signum}")
         return f"by signal {signum} ({cause})"
     return f"with exit code {exitcode}"
+
+
+def describe_limit(exc: OSError) -> str:
+    """Say which limit an OSError from creating a pipe or a process hit, and what to do."""
+    if exc.errno in (errno.EMFILE, errno.ENFILE):
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        scope = "the system" if exc.errno == errno.ENFILE else f"this process (RLIMIT_NOFILE={soft}, `ulimit -n`)"
+        return f"out of file descriptors for {scope}: {exc.strerror}; close some or raise the limit"
+    if exc.errno in (errno.EAGAIN, errno.ENOMEM):
+        soft, _ = resource.getrlimit(resource.RLIMIT_NPROC)
+        limit = "unlimited" if soft == resource.RLIM_INFINITY else str(soft)
+        return (
+            f"cannot fork another process: {exc.strerror} (RLIMIT_NPROC={limit}, `ulimit -u`; or the "
+            "system's pid, cgroup or memory limits); end some processes or raise the limit"
+        )
+    return f"{exc.strerror or exc}"

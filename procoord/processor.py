@@ -8,7 +8,8 @@ bytes); the worker process builds the processor from the spec, once.
 
 from __future__ import annotations
 
-import inspect
+import dataclasses
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Any, Literal
 from . import _wire
 from .errors import SerializationError
 
-__all__ = ("Factory", "ProcessorSpec", "TaskProcessor", "build_processor", "make_spec")
+__all__ = ("Factory", "ProcessorSpec", "TaskProcessor", "make_spec", "with_environment")
 
 
 class TaskProcessor(ABC):
@@ -45,12 +46,29 @@ class Factory:
 
 @dataclass(frozen=True)
 class ProcessorSpec:
-    """What a worker process needs to build its processor."""
+    """What a worker process needs to build its processor, and the environment it runs in.
+
+    ``environ`` is the parent's ``os.environ`` as it was when ``add_worker`` was called,
+    ``env`` the worker's own overrides (a value of None removes the variable): a local
+    worker runs with :meth:`environment`, a remote one applies ``env`` to its own.
+    """
 
     kind: Literal["instance", "callable", "factory"]
     payload: bytes
     factory: str | None = None
     description: str = ""
+    env: Mapping[str, str | None] = dataclasses.field(default_factory=dict)
+    environ: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def environment(self) -> dict[str, str]:
+        """The whole environment of a worker on this machine."""
+        result = dict(self.environ)
+        for name, value in self.env.items():
+            if value is None:
+                result.pop(name, None)
+            else:
+                result[name] = value
+        return result
 
 
 def make_spec(processor: object, factories: Mapping[str, Factory]) -> ProcessorSpec:
@@ -99,25 +117,16 @@ def _dumps_processor(processor: object) -> bytes:
         ) from exc
 
 
-def build_processor(spec: ProcessorSpec) -> tuple[Callable[[Any], Any], bool]:
-    """Build the processor in the worker; return its ``do_work`` and whether it is async."""
-    obj = _wire.loads(spec.payload, "processor")
-    if spec.kind == "factory":
-        factory, args, kwargs = obj
-        obj = factory(*args, **kwargs)
-    do_work = getattr(obj, "do_work", None)
-    if do_work is None:
-        if not callable(obj):
-            raise TypeError(
-                f"{spec.description} gave {type(obj).__qualname__}, which is neither a "
-                "TaskProcessor (no do_work method) nor callable"
-            )
-        do_work = obj
-    return do_work, _is_async(do_work)
+def with_environment(spec: ProcessorSpec, env: Mapping[str, str | None] | None) -> ProcessorSpec:
+    """The spec with ``os.environ`` as it is now and the worker's overrides ``env``.
 
-
-def _is_async(fn: Callable[..., Any]) -> bool:
-    if inspect.iscoroutinefunction(fn):
-        return True
-    call = getattr(fn, "__call__", None)  # noqa: B004 - an object with an async __call__
-    return call is not None and inspect.iscoroutinefunction(call)
+    Raises:
+        TypeError: a name is not a str, or a value neither a str nor None.
+    """
+    overrides = dict(env or {})
+    for name, value in overrides.items():
+        if not isinstance(name, str) or not name or "=" in name or "\0" in name:
+            raise TypeError(f"env names must be non-empty str without '=' or NUL, not {name!r}")
+        if value is not None and (not isinstance(value, str) or "\0" in value):
+            raise TypeError(f"env[{name!r}] must be a str without NUL (set) or None (remove), not {value!r}")
+    return dataclasses.replace(spec, env=overrides, environ=dict(os.environ))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -335,3 +336,35 @@ def blocked_factory(path: str) -> Any:
     """A factory that waits for a signal on the FIFO at ``path`` before building."""
     wait_beacon(path)
     return double
+
+
+def loaded_modules(_: Any = None) -> list[str]:
+    """The procoord modules loaded in this process."""
+    return sorted(name for name in sys.modules if name == "procoord" or name.startswith("procoord."))
+
+
+class Spawner:
+    """Starts processes of its own (``sleep 600``) and ends itself in various ways."""
+
+    def __init__(self) -> None:
+        self.children: list[subprocess.Popen[bytes]] = []
+
+    def do_work(self, task: tuple[str, Any]) -> Any:
+        what, arg = task
+        if what == "spawn":  # arg: whether the child leaves for a session of its own
+            child = subprocess.Popen(["sleep", "600"], start_new_session=arg)
+            self.children.append(child)
+            return child.pid
+        if what == "exit":
+            os._exit(arg)
+        if what == "hang":
+            threading.Event().wait()
+        if what == "ids":
+            return os.getpid(), os.getpgid(0), os.getsid(0), os.getppid()
+        if what == "env":
+            return {name: os.environ.get(name) for name in arg}
+        if what == "kill_parent":
+            parent = os.getppid()
+            os.kill(parent, signal.SIGKILL)
+            return parent
+        raise ValueError(what)

@@ -20,21 +20,45 @@ DEADLOCK_TIMEOUT = 60.0
 # How a procoord worker's actor process shows in ps while it runs.
 RAY_WORKER_TITLE = "ray::ProcoordWorker"
 
+# How a local worker's command line starts in ps.
+WORKER_TITLE = "procoord worker"
+
 
 def _worker_processes() -> list[psutil.Process]:
-    """Our worker processes: children of the forkserver, spawned children, or Ray actor
-    processes of ours (not the rest of Ray's processes, which live for the session)."""
+    """Our worker processes and what they started: children of a launcher (and their
+    descendants), workers of ours whose launcher is gone (found by their title), or
+    Ray actor processes of ours (not the rest of Ray's processes, which live for the
+    session)."""
     me = psutil.Process()
     ray_pids = _ray_pids(me)
-    found = []
+    found = {}
     for proc in me.children(recursive=True):
         try:
             cmdline = proc.cmdline()
             if proc.pid in ray_pids:
                 if cmdline and cmdline[0].startswith(RAY_WORKER_TITLE):
-                    found.append(proc)
-            elif proc.ppid() != me.pid or "--multiprocessing-fork" in cmdline:
+                    found[proc.pid] = proc
+            elif proc.ppid() != me.pid:
+                found[proc.pid] = proc
+        except psutil.Error:
+            pass
+    for proc in orphaned_workers(me.pid):
+        found[proc.pid] = proc
+    return list(found.values())
+
+
+def orphaned_workers(coordinator_pid: int) -> list[psutil.Process]:
+    """Workers of a coordinator in process ``coordinator_pid`` that are no longer its
+    descendants (their launcher is gone), and what they started."""
+    mark = f"{WORKER_TITLE} "
+    tail = f"(coordinator pid {coordinator_pid})"
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            title = " ".join(proc.cmdline())
+            if title.startswith(mark) and title.endswith(tail):
                 found.append(proc)
+                found.extend(proc.children(recursive=True))
         except psutil.Error:
             pass
     return found

@@ -39,4 +39,4 @@ async def test_worker_does_not_import_ray() -> None:
         modules, _ = await coord.call(None, TaskPrefs.Any)
     assert "ray" not in modules
     assert "procoord.backends.ray" not in modules
-    assert "procoord._child" in modules
+    assert "procoord._worker.core" in modules

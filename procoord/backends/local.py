@@ -1,29 +1,31 @@
 """Workers as local OS processes, talking over a pair of pipes.
 
-Each worker is started with ``forkserver`` (the default on Linux: a fresh interpreter
-with procoord preloaded forks it, cheaply) or ``spawn``; never a bare ``fork`` of a
-process that runs an event loop. The parent's ends of the pipes are driven by asyncio
-transports, so the event loop never blocks on them.
+Workers are forked by procoord's launcher (``procoord._worker.launcher``): a fresh
+interpreter per backend and event loop that imports only the worker side and forks a
+worker per request, so no process that runs an event loop or threads is ever forked
+and the user's main module is never imported again. The parent's ends of the pipes
+are driven by the event loop, so it never blocks on them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import fcntl
-import multiprocessing
 import os
-from collections import deque
+import select
+import signal
+import sys
 from collections.abc import Hashable, Sequence
-from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
-from typing import Any
 
-from .. import _child, _remote, _wire
-from .._child import DEFAULT_SAMPLE_INTERVAL_S
-from .._wire import FrameReader, Kind
-from ..errors import WorkerStartError, describe_exit
+from .. import _remote, _wire
+from .._wire import Frame, FrameReader, Kind
+from .._worker import protocol
+from .._worker.sampler import DEFAULT_SAMPLE_INTERVAL_S
+from ..errors import WorkerStartError, describe_exit, describe_limit
 from ..processor import ProcessorSpec
-from ._base import ChannelHandler, Frame
+from ._base import ChannelHandler
+from ._launcher import Launcher, SpawnError, pidfd_open
+from ._pipe import PipeWriter
 
 __all__ = ("LocalBackend", "LocalChannel")
 
@@ -31,24 +33,34 @@ __all__ = ("LocalBackend", "LocalChannel")
 # results in fewer wake-ups than the 64 KiB default.
 PIPE_SIZE = 1 << 20
 
-# At most this many buffers per writev call (Linux's IOV_MAX is 1024).
-MAX_IOV = 512
-
 # How long a worker may take from process start to READY (importing the user's
 # modules, building the processor) before it is declared failed.
 DEFAULT_READY_TIMEOUT_S = 60.0
-
 
 # After a worker's exit is seen, how long to wait for its pipe's EOF (a grandchild may
 # hold the pipe open) before declaring it lost anyway.
 EOF_GRACE_S = 1.0
 
+# After a worker's exit is seen, how long to wait for its exit status from the launcher.
+STATUS_GRACE_S = 1.0
+
+# The start methods LocalBackend takes: all start workers with procoord's launcher.
+START_METHODS = ("forkserver", "spawn")
+
 
 class LocalBackend:
     """Run each worker as a process on this machine.
 
+    Workers are forked, on request, by a launcher process of this backend's own (one
+    per event loop that uses it): a fresh interpreter that imports only procoord's
+    worker side. It starts with the first worker and ends with :meth:`close`, with the
+    backend's garbage collection or at interpreter exit. A launcher that dies or stops
+    is replaced; the workers it started keep running.
+
     Args:
-        start_method: "forkserver" (default where available) or "spawn".
+        start_method: "forkserver" (the default) or "spawn": both start workers with
+            procoord's launcher, which is a fork server that never re-imports the main
+            module. "fork" is refused.
         ready_timeout: seconds a worker may take to build its processor.
         sample_interval: seconds between CPU/memory samples sent by each worker.
     """
@@ -62,62 +74,86 @@ class LocalBackend:
         ready_timeout: float = DEFAULT_READY_TIMEOUT_S,
         sample_interval: float = DEFAULT_SAMPLE_INTERVAL_S,
     ) -> None:
-        available = multiprocessing.get_all_start_methods()
         if start_method is None:
-            start_method = "forkserver" if "forkserver" in available else "spawn"
-        if start_method not in ("forkserver", "spawn"):
+            start_method = "forkserver"
+        if start_method not in START_METHODS:
             raise ValueError(
                 f"start_method must be 'forkserver' or 'spawn', not {start_method!r}: a worker "
                 "must not be forked from a process that runs an event loop"
             )
-        if start_method not in available:
-            raise ValueError(f"start method {start_method!r} is not available on this platform")
         if ready_timeout <= 0 or sample_interval <= 0:
             raise ValueError("ready_timeout and sample_interval must be positive")
         self.start_method = start_method
         self.ready_timeout = ready_timeout
         self.sample_interval = sample_interval
+        self._launchers: list[Launcher] = []
 
     def __repr__(self) -> str:
         return f"LocalBackend(start_method={self.start_method!r})"
 
+    def close(self) -> None:
+        """End this backend's launchers, and with them any worker still running. The
+        next worker started starts a fresh launcher."""
+        launchers, self._launchers = self._launchers, []
+        for launcher in launchers:
+            launcher.close()
+
+    def _launcher(self, loop: asyncio.AbstractEventLoop) -> Launcher:
+        self._launchers = [la for la in self._launchers if la.alive and not la.loop.is_closed()]
+        for launcher in self._launchers:
+            if launcher.loop is loop:
+                return launcher
+        launcher = Launcher(loop)
+        self._launchers.append(launcher)
+        return launcher
+
     async def start(self, ident: Hashable, spec: ProcessorSpec, handler: ChannelHandler) -> LocalChannel:
         """Start a worker process and return once it reports ready."""
-        ctx: Any = multiprocessing.get_context(self.start_method)
-        if self.start_method == "forkserver":
-            ctx.set_forkserver_preload(["procoord._child"])
-        p2c_r, p2c_w = os.pipe()
-        c2p_r, c2p_w = os.pipe()
+        fds: list[int] = []
+        try:
+            launcher = self._launcher(asyncio.get_running_loop())
+            fds.extend(os.pipe())
+            fds.extend(os.pipe())
+        except OSError as exc:
+            for fd in fds:
+                os.close(fd)
+            raise WorkerStartError(ident, describe_limit(exc)) from None
+        p2c_r, p2c_w, c2p_r, c2p_w = fds
         for fd in (p2c_w, c2p_w):
             _grow_pipe(fd)
-        child_read = Connection(p2c_r, writable=False)
-        child_write = Connection(c2p_w, readable=False)
-        proc = ctx.Process(
-            target=_child.worker_main,
-            args=(child_read, child_write, spec, self.sample_interval),
-            name=f"procoord-worker-{ident}",
-            daemon=True,
-        )
+        channel = LocalChannel(launcher, p2c_w, c2p_r)
         try:
-            await asyncio.to_thread(proc.start)
-        except BaseException:
-            for fd in (p2c_w, c2p_r):
-                os.close(fd)
-            raise
-        finally:
-            # Our copies of the child's ends must go, or its death would never show as EOF.
-            child_read.close()
-            child_write.close()
-        channel = LocalChannel(proc, p2c_w, c2p_r)
-        try:
-            await channel.open()
+            try:
+                spawned = launcher.spawn(p2c_r, c2p_w, f"procoord {ident}", _title(ident))
+            finally:
+                # Our copies of the child's ends must go, or its death would never show as EOF.
+                os.close(p2c_r)
+                os.close(c2p_w)
+            channel.open()
+            channel.send([protocol.encode_setup(_setup(spec, self.sample_interval))])
+            channel.follow(spawned)
             await channel.wait_ready(ident, self.ready_timeout)
+        except SpawnError as exc:
+            channel.release_pipes()
+            raise WorkerStartError(ident, exc.reason) from None
         except BaseException:
             channel.kill()
             channel.release_pipes()  # nobody will read this worker again
             raise
         channel.set_handler(handler)
         return channel
+
+
+def _title(ident: Hashable) -> str:
+    return f"procoord worker {ident} (coordinator pid {os.getpid()})"
+
+
+def _setup(spec: ProcessorSpec, sample_interval_s: float) -> protocol.WorkerSetup:
+    try:
+        cwd = os.getcwd()
+    except OSError:  # the parent's directory was removed: the worker keeps the launcher's
+        cwd = ""
+    return protocol.WorkerSetup(spec, spec.environment(), list(sys.path), cwd, sample_interval_s)
 
 
 def _grow_pipe(fd: int) -> None:
@@ -128,14 +164,20 @@ def _grow_pipe(fd: int) -> None:
 
 
 class LocalChannel:
-    """The parent's end of one worker process."""
+    """The parent's end of one worker process.
 
-    def __init__(self, proc: BaseProcess, write_fd: int, read_fd: int) -> None:
-        self._proc = proc
+    The worker is lost once its pipe has reached end of file (or a grace period after
+    its exit, if a process it started holds the pipe) and its exit is known: from the
+    launcher's EXITED record with the exit status, or, if the launcher is gone, from the
+    process's pidfd alone (exit status unknown).
+    """
+
+    def __init__(self, launcher: Launcher, write_fd: int, read_fd: int) -> None:
+        self._launcher = launcher
         self._write_fd = write_fd
         self._read_fd = read_fd
         self._loop = asyncio.get_running_loop()
-        self._writer: _PipeWriter | None = None
+        self._writer: PipeWriter | None = None
         self._reading = False
         self._frames = FrameReader()
         self._handler: ChannelHandler | None = None
@@ -143,9 +185,11 @@ class LocalChannel:
         self._ready: asyncio.Future[None] = self._loop.create_future()
         self._eof = False
         self._exited = False
+        self._status_done = False
         self._exitcode: int | None = None
         self._lost = False
-        self._pid: int | None = proc.pid
+        self._pid: int | None = None
+        self._pidfd: int | None = None
         self._is_async = False
 
     @property
@@ -156,27 +200,36 @@ class LocalChannel:
     def is_async(self) -> bool:
         return self._is_async
 
-    async def open(self) -> None:
-        loop = self._loop
-        self._writer = _PipeWriter(loop, self._write_fd)
+    def open(self) -> None:
+        self._writer = PipeWriter(self._loop, self._write_fd)
         os.set_blocking(self._read_fd, False)
-        loop.add_reader(self._read_fd, self._on_readable)
+        self._loop.add_reader(self._read_fd, self._on_readable)
         self._reading = True
-        loop.add_reader(self._proc.sentinel, self._on_exit)
+
+    def follow(self, spawned: asyncio.Future[int]) -> None:
+        """Learn the worker's pid (or why there is none) from the launcher's reply."""
+        spawned.add_done_callback(self._on_spawned)
 
     async def wait_ready(self, ident: Hashable, timeout: float) -> None:
         try:
             await asyncio.wait_for(asyncio.shield(self._ready), timeout)
         except TimeoutError:
+            launcher = self._launcher
+            if self._pid is None and launcher.alive:
+                launcher.kill()  # it never answered: the next start gets a fresh one
+                raise WorkerStartError(
+                    ident,
+                    f"the worker launcher (pid {launcher.pid}) did not answer within {timeout:g} s (is it "
+                    "stopped?); it was replaced, so the next add_worker starts a fresh one",
+                ) from None
             raise WorkerStartError(ident, f"not ready within {timeout:g} s") from None
         except _StartFailed as failed:
             raise _remote.start_error(ident, failed.payload) from None
+        except _SpawnFailed as failed:
+            raise WorkerStartError(ident, failed.reason) from None
         except _DiedAtStart as died:
             raise WorkerStartError(
-                ident,
-                f"the process died during start-up {describe_exit(died.exitcode)}; its stderr may say why "
-                "(a script that starts workers at import time must guard that code with "
-                "`if __name__ == '__main__':`, as with any multiprocessing pool)",
+                ident, f"the process died during start-up {describe_exit(died.exitcode)}; its stderr may say why"
             ) from None
 
     def set_handler(self, handler: ChannelHandler) -> None:
@@ -189,6 +242,25 @@ class LocalChannel:
 
     # -- events ---------------------------------------------------------------------
 
+    def _on_spawned(self, spawned: asyncio.Future[int]) -> None:
+        if spawned.cancelled():
+            return
+        error = spawned.exception()
+        if error is None:
+            self._set_pid(spawned.result())
+        elif not self._ready.done():
+            self._ready.set_exception(_SpawnFailed(str(error)))
+            self._ready.exception()
+
+    def _set_pid(self, pid: int) -> None:
+        if self._pid is not None or self._lost:
+            return
+        self._pid = pid
+        self._pidfd = pidfd_open(pid)
+        if self._pidfd is not None:
+            self._loop.add_reader(self._pidfd, self._on_exit)
+        self._launcher.watch(pid, self)
+
     def _deliver(self, frames: list[Frame]) -> None:
         if self._handler is not None:
             self._handler.frames_received(frames)
@@ -198,7 +270,8 @@ class LocalChannel:
                 self._early.extend(frames[i:])
                 return
             if received[0] == Kind.READY:
-                self._pid, self._is_async = _wire.read_ready(received)
+                pid, self._is_async = _wire.read_ready(received)
+                self._set_pid(pid)
                 self._ready.set_result(None)
             elif received[0] == Kind.START_FAILED:
                 self._ready.set_exception(_StartFailed(received[3]))
@@ -229,23 +302,52 @@ class LocalChannel:
             self._maybe_lost()
 
     def _on_exit(self) -> None:
-        self._loop.remove_reader(self._proc.sentinel)
-        self._exitcode = self._proc.exitcode
-        if self._exitcode is None:  # spawn: the sentinel closes just before the reap
-            self._proc.join(0.5)
-            self._exitcode = self._proc.exitcode
-        self._exited = True
-        if not self._eof:
-            self._loop.call_later(EOF_GRACE_S, self._on_eof)
+        """The pidfd: the process has ended (its status comes from the launcher)."""
+        self._close_pidfd()
+        if not self._status_done:
+            self._loop.call_later(STATUS_GRACE_S, self.launcher_gone)
+        self._mark_exited()
+
+    def exit_status(self, status: int) -> None:
+        """From the launcher: the worker was reaped with this wait status."""
+        self._exitcode = os.waitstatus_to_exitcode(status)
+        self._status_done = True
+        self._mark_exited()
+
+    def launcher_gone(self) -> None:
+        """No exit status will come: the exit is known from the pidfd (or never)."""
+        if not self._status_done:
+            self._status_done = True
+            if self._pidfd is None and self._pid is not None:
+                self._mark_exited()  # no pidfd to wait on: the pipe's end of file decides
+            self._maybe_lost()
+
+    def _mark_exited(self) -> None:
+        if not self._exited:
+            self._exited = True
+            if not self._eof:
+                self._loop.call_later(EOF_GRACE_S, self._on_eof)
         self._maybe_lost()
 
+    def _close_pidfd(self) -> None:
+        if self._pidfd is not None:
+            if not self._loop.is_closed():
+                self._loop.remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = None
+
     def _maybe_lost(self) -> None:
-        if self._lost or not (self._eof and self._exited):
+        if self._lost or not self._eof:
             return
+        if self._pid is not None and not (self._exited and self._status_done):
+            return
+        if self._pid is None and self._launcher.alive and not self._ready.done():
+            return  # the launcher's answer (the pid, or why not) is on its way
         self._lost = True
         if self._writer is not None:
             self._writer.abort()
         self._stop_reading()
+        self._close_pidfd()
         if not self._ready.done():
             self._ready.set_exception(_DiedAtStart(self._exitcode))
             self._ready.exception()
@@ -259,23 +361,26 @@ class LocalChannel:
             self._writer.write(frames)
 
     def kill(self) -> None:
-        if not self._exited:
-            try:
-                self._proc.kill()
-            except (ProcessLookupError, ValueError, AttributeError):
-                pass
+        """SIGKILL the worker and its process group (what it started is ended too)."""
+        if self._pid is not None and not self._exited:
+            _kill_group(self._pid, signal.SIGKILL)
 
     def terminate_sync(self, grace_s: float) -> None:
-        proc = self._proc
-        try:
-            if proc.exitcode is None:
-                proc.terminate()
-                proc.join(grace_s)
-            if proc.exitcode is None:
-                proc.kill()
-                proc.join(grace_s)
-        except (ValueError, AssertionError, ProcessLookupError, AttributeError):
-            pass
+        pid = self._pid
+        if pid is not None and not self._exited:
+            watch = pidfd_open(pid)
+            try:
+                if watch is not None:
+                    try:
+                        os.kill(pid, signal.SIGTERM)
+                    except OSError:
+                        pass
+                    if not _wait_readable(watch, grace_s):
+                        _kill_group(pid, signal.SIGKILL)
+                        _wait_readable(watch, grace_s)
+            finally:
+                if watch is not None:
+                    os.close(watch)
         loop = self._loop
         if loop.is_closed() or _running_loop() is loop:
             self.release_pipes()
@@ -298,89 +403,30 @@ class LocalChannel:
             if live:
                 self._loop.remove_reader(self._read_fd)
             os.close(self._read_fd)
-        if live:
-            self._loop.remove_reader(self._proc.sentinel)
+        self._close_pidfd()
+        if self._pid is not None:
+            self._launcher.unwatch(self._pid)
 
     def __repr__(self) -> str:
         return f"<LocalChannel pid={self._pid} lost={self._lost}>"
 
 
-class _PipeWriter:
-    """Writes frames to a non-blocking pipe: at once with ``os.writev`` (no joining
-    copy), and the rest when the pipe has room again. It owns the file descriptor."""
+def _kill_group(pid: int, signum: int) -> None:
+    try:
+        os.killpg(pid, signum)
+    except ProcessLookupError:  # not (yet) the leader of its own group
+        try:
+            os.kill(pid, signum)
+        except OSError:
+            pass
+    except OSError:
+        pass
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int) -> None:
-        self._loop = loop
-        self._fd: int | None = fd
-        self._pending: deque[memoryview] = deque()
-        os.set_blocking(fd, False)
 
-    def write(self, parts: Sequence[bytes | memoryview]) -> None:
-        fd = self._fd
-        if fd is None:
-            return
-        if self._pending:
-            self._pending.extend(memoryview(p) for p in parts)
-            return
-        if len(parts) <= MAX_IOV:  # the common case: the pipe takes it all at once
-            try:
-                written = os.writev(fd, parts)
-            except (BlockingIOError, InterruptedError):
-                written = 0
-            except OSError:  # the worker is gone; its loss is seen on the read side
-                return
-            for part in parts:
-                size = len(part) if isinstance(part, bytes) else part.nbytes
-                if written >= size:
-                    written -= size
-                    continue
-                self._pending.append(memoryview(part)[written:])
-                written = 0
-            if not self._pending:
-                return
-        else:
-            self._pending.extend(memoryview(p) for p in parts)
-        if self._flush():
-            self._loop.add_writer(fd, self._on_writable)
-
-    def _flush(self) -> bool:
-        """Write what the pipe takes; True when something is left."""
-        pending = self._pending
-        fd = self._fd
-        while pending and fd is not None:
-            batch = [pending[i] for i in range(min(len(pending), MAX_IOV))]
-            try:
-                written = os.writev(fd, batch)
-            except (BlockingIOError, InterruptedError):
-                return True
-            except OSError:  # the worker is gone; its loss is seen on the read side
-                pending.clear()
-                return False
-            while written:
-                head = pending[0]
-                if written >= head.nbytes:
-                    written -= head.nbytes
-                    pending.popleft()
-                else:
-                    pending[0] = head[written:]
-                    written = 0
-        return False
-
-    def _on_writable(self) -> None:
-        if self._flush():
-            return
-        if self._fd is not None:
-            self._loop.remove_writer(self._fd)
-
-    def abort(self) -> None:
-        """Close now, dropping what is not written."""
-        fd, self._fd = self._fd, None
-        self._pending.clear()
-        if fd is None:
-            return
-        if not self._loop.is_closed():
-            self._loop.remove_writer(fd)
-        os.close(fd)
+def _wait_readable(fd: int, timeout_s: float) -> bool:
+    watcher = select.poll()
+    watcher.register(fd, select.POLLIN)
+    return bool(watcher.poll(int(timeout_s * 1000)))
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
@@ -393,6 +439,11 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 class _StartFailed(Exception):
     def __init__(self, payload: bytes) -> None:
         self.payload = payload
+
+
+class _SpawnFailed(Exception):
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
 
 
 class _DiedAtStart(Exception):

@@ -1,7 +1,7 @@
 """Workers as Ray actors, on this machine or anywhere in a Ray cluster.
 
 A Ray actor is exactly a procoord worker: one process, one object, one call at a
-time. Each worker is a :class:`~procoord.backends._ray_worker.ProcoordWorker` actor
+time. Each worker is a :class:`~procoord._worker.ray_actor.ProcoordWorker` actor
 running the same worker core as a local process; the parent's end speaks the same
 frames as a pipe would, so routing, stats, restarts, timeouts and errors are those of
 the coordinator, unchanged. Frames go to the actor with ``push`` calls; frames come
@@ -17,12 +17,12 @@ from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 from .. import _remote, _wire
-from .._child import DEFAULT_SAMPLE_INTERVAL_S
 from .._wire import Kind
+from .._worker.ray_actor import ProcoordWorker
+from .._worker.sampler import DEFAULT_SAMPLE_INTERVAL_S
 from ..errors import WorkerStartError
 from ..processor import ProcessorSpec
 from ._base import ChannelHandler, Frame
-from ._ray_worker import ProcoordWorker
 
 __all__ = ("RayBackend", "RayChannel")
 

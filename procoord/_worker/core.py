@@ -1,41 +1,26 @@
-"""The worker process: one processor, one task at a time, on its own uvloop loop.
+"""The worker core: one processor, one task at a time, in order, on the running loop.
 
-Imports nothing of the parent's machinery (coordinator, backends, ray), so a worker
-starts light. The loop thread reads frames and runs tasks in FIFO order; a small
-sampler thread reports CPU and memory on the same channel (also while a sync
-``do_work`` holds the loop) and ends the process as soon as the parent's end of the
-pipe closes, whatever the loop is doing.
+The same core runs in a local worker process (``procoord._worker.pipe``) and in a Ray
+actor (``procoord._worker.ray_actor``); each says how frames come and go.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import inspect
-import multiprocessing
 import os
-import select
-import signal
-import sys
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from multiprocessing.connection import Connection
 from typing import Any
 
-import psutil
-import uvloop
+from .. import _wire
+from .._wire import Batch, Kind
+from ..errors import SerializationError
+from ..processor import ProcessorSpec
+from .build import build_processor
 
-from . import _wire
-from ._wire import Batch, Kind
-from .errors import SerializationError
-from .processor import ProcessorSpec, build_processor
-
-PR_SET_PDEATHSIG = 1
-
-# How often a worker reports CPU and memory by default: fresher stats against wake-ups.
-DEFAULT_SAMPLE_INTERVAL_S = 0.25
+__all__ = ("WorkerCore",)
 
 # Results of these types are never awaitable: skip the (slow, ABC-based) check.
 _PLAIN_TYPES = frozenset({int, float, str, bytes, bool, tuple, list, dict, set, type(None)})
@@ -43,55 +28,6 @@ _PLAIN_TYPES = frozenset({int, float, str, bytes, bool, tuple, list, dict, set, 
 # After a task that ran this long, read pending input before starting the next one, so
 # a STOP or CANCEL sent meanwhile takes effect; shorter tasks skip the extra syscall.
 CHECK_INPUT_AFTER_S = 0.001
-
-
-def worker_main(read_conn: Connection, write_conn: Connection, spec: ProcessorSpec, sample_interval_s: float) -> None:
-    """Entry point of a worker process (the target of its ``multiprocessing.Process``)."""
-    rfd, wfd = os.dup(read_conn.fileno()), os.dup(write_conn.fileno())
-    read_conn.close()
-    write_conn.close()
-    _release_forkserver()
-    _die_with_parent()
-    # Ctrl-C reaches the whole process group; shutting down is the parent's decision.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # The parent marks workers daemonic so multiprocessing reaps them at exit; a worker
-    # itself may still start processes of its own.
-    multiprocessing.current_process().daemon = False
-    worker = _Worker(rfd, wfd, sample_interval_s)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(worker.serve(spec))
-
-
-def _release_forkserver() -> None:
-    # Every forkserver child inherits the write end of the forkserver's liveness pipe;
-    # holding it would keep the forkserver alive after the coordinator's process dies,
-    # and so keep PR_SET_PDEATHSIG from ever firing.
-    from multiprocessing import forkserver
-
-    server: Any = getattr(forkserver, "_forkserver", None)
-    fd = getattr(server, "_forkserver_alive_fd", None)
-    if fd is not None:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-        server._forkserver_alive_fd = None
-        server._forkserver_pid = None
-        server._forkserver_address = None
-
-
-def _die_with_parent() -> None:
-    """Backstop for the pipe's EOF: ask Linux to SIGKILL us when our parent dies."""
-    if not sys.platform.startswith("linux"):
-        return
-    parent = os.getppid()
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
 
 
 class WorkerCore:
@@ -242,89 +178,6 @@ class WorkerCore:
                 self.send(Kind.RESULT, task_id, elapsed, parts[0])  # type: ignore[arg-type]
             else:
                 self.send_parts(Kind.RESULT, task_id, elapsed, parts)
-
-
-class _Worker(WorkerCore):
-    """A worker process's core, with frames over a pair of pipes."""
-
-    def __init__(self, rfd: int, wfd: int, sample_interval_s: float) -> None:
-        super().__init__()
-        self.rfd = rfd
-        self.wfd = wfd
-        self.sample_interval_s = sample_interval_s
-        self.write_lock = threading.Lock()
-        self.reader = _wire.FrameReader()
-
-    # -- output ---------------------------------------------------------------------
-
-    def send(self, kind: Kind, task_id: int = 0, number: float = 0.0, payload: bytes = b"") -> None:
-        """Write one frame; thread-safe (the sampler thread writes too)."""
-        header = _wire.header(kind, task_id, number, len(payload))
-        with self.write_lock:
-            try:
-                if len(payload) < 65536:
-                    self._write_all(header + payload)
-                else:
-                    self._write_all(header)
-                    self._write_all(payload)
-            except OSError:
-                os._exit(0)  # the parent is gone: nobody to report to
-
-    def send_parts(self, kind: Kind, task_id: int, number: float, parts: list[bytes | memoryview]) -> None:
-        """Write one frame from its parts, each buffer as it is (no joining copy)."""
-        header = _wire.header(kind, task_id, number, _wire.parts_size(parts))
-        with self.write_lock:
-            try:
-                self._write_all(header)
-                for part in parts:
-                    self._write_all(part)
-            except OSError:
-                os._exit(0)
-
-    def _write_all(self, data: bytes | memoryview) -> None:
-        view = memoryview(data)
-        while view:
-            written = os.write(self.wfd, view)
-            view = view[written:]
-
-    # -- input ----------------------------------------------------------------------
-
-    def started(self) -> None:
-        threading.Thread(target=self._sample_forever, name="procoord-sampler", daemon=True).start()
-        os.set_blocking(self.rfd, False)
-        asyncio.get_running_loop().add_reader(self.rfd, self._on_readable)
-
-    def read_pending(self) -> None:
-        self._on_readable()
-
-    def _on_readable(self) -> None:
-        try:
-            frames = self.reader.read_from(self.rfd)
-        except (BlockingIOError, InterruptedError):
-            return
-        if frames is None:
-            asyncio.get_running_loop().remove_reader(self.rfd)
-            self.end_input()
-            return
-        self.handle_frames(frames)
-
-    # -- sampler thread -------------------------------------------------------------
-
-    def _sample_forever(self) -> None:
-        me = psutil.Process()
-        me.cpu_percent(None)
-        watcher = select.poll()
-        watcher.register(self.rfd, 0)  # POLLHUP is always reported: the parent closed its end
-        interval_ms = max(1, int(self.sample_interval_s * 1000))
-        while True:
-            if watcher.poll(interval_ms):
-                os._exit(0)
-            try:
-                cpu = me.cpu_percent(None)
-                rss = me.memory_info().rss
-            except psutil.Error:
-                continue
-            self.send(*_wire.load_frame(rss, cpu))
 
 
 def _run_batch(do_work: Callable[[Any], Any], is_async: bool, items: Batch) -> Any:

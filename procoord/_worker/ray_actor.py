@@ -14,15 +14,16 @@ are frames for the parent) and sends frames with :meth:`ProcoordWorker.push`.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 
-import psutil
 import uvloop
 
 from .. import _wire
-from .._child import WorkerCore
 from .._wire import Frame, Kind
 from ..processor import ProcessorSpec
+from . import sampler
+from .core import WorkerCore
 
 __all__ = ("ProcoordWorker",)
 
@@ -137,6 +138,13 @@ class ProcoordWorker:
     """
 
     def __init__(self, spec: ProcessorSpec, sample_interval_s: float) -> None:
+        # The actor's process is its own: the worker's variables go into its environment
+        # (the parent's own environment stays on the parent's machine).
+        for name, value in spec.env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
         self._spec = spec
         self._sample_interval_s = sample_interval_s
         self._outbox = _Outbox()
@@ -184,12 +192,8 @@ class ProcoordWorker:
             runner.run(self._core.run(self._spec))
 
     def _sample_forever(self) -> None:
-        me = psutil.Process()
-        me.cpu_percent(None)
-        while not self._stop_sampling.wait(self._sample_interval_s):
-            try:
-                cpu = me.cpu_percent(None)
-                rss = me.memory_info().rss
-            except psutil.Error:
-                continue
-            self._outbox.put(_wire.load_frame(rss, cpu))
+        sampler.sample_forever(
+            self._sample_interval_s,
+            lambda rss, cpu: self._outbox.put(_wire.load_frame(rss, cpu)),
+            self._stop_sampling.wait,
+        )

@@ -1,0 +1,239 @@
+"""procoord's worker launcher: ``python -m procoord._worker.launcher --parent PID --fd FD``.
+
+A fresh interpreter started by a :class:`~procoord.backends.LocalBackend`. It imports
+the worker side only (no coordinator, no event loop of the parent's) and then, single
+threaded and without an event loop, forks one worker per SPAWN request that arrives on
+its socket (``FD``, one end of a connected pair: nothing listens). A forked worker
+shares the pages the launcher preloaded, and the user's main module is never imported:
+processors and tasks from ``__main__`` travel by value.
+
+Each worker leads a session (and process group) of its own, and the launcher is a
+subreaper: whatever a worker leaves behind when it ends (its process group, and
+processes that left it with ``setsid``) is ended when the launcher reaps the worker,
+before the parent hears of the exit (an EXITED record). When the parent goes (the
+socket's end of file), the launcher ends every worker it still has and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import select
+import signal
+import socket
+import sys
+import traceback
+
+import psutil
+
+from ..errors import describe_limit
+from . import pipe, protocol, tree
+from .protocol import Spawn
+
+__all__ = ("main",)
+
+# At a shutdown, the most seconds to wait for workers to be reaped before exiting anyway.
+SHUTDOWN_LIMIT_S = 2
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the launcher until its parent goes."""
+    parser = argparse.ArgumentParser(prog="python -m procoord._worker.launcher")
+    parser.add_argument("--parent", type=int, required=True, help="pid of the coordinator's process")
+    parser.add_argument("--fd", type=int, required=True, help="this end of the socket pair")
+    args = parser.parse_args(argv)
+    tree.set_title("procoord launch")
+    _Launcher(socket.socket(fileno=args.fd)).serve()
+
+
+def _ignore(signum: int, frame: object) -> None:
+    pass
+
+
+class _Launcher:
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.workers: set[int] = set()
+        self.me = psutil.Process()
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
+        signal.set_wakeup_fd(self.wake_w)
+        signal.signal(signal.SIGCHLD, _ignore)  # a handler, so the wakeup fd hears of it
+        # A handler rather than SIG_IGN: what a worker starts with exec gets the default.
+        signal.signal(signal.SIGINT, _ignore)
+        tree.become_subreaper()
+        # Freeze what is loaded now: the collector then never touches (and so never
+        # un-shares) these pages in the forked workers.
+        gc.freeze()
+
+    def serve(self) -> None:
+        watcher = select.poll()
+        watcher.register(self.sock.fileno(), 1)  # POLLIN
+        watcher.register(self.wake_r, 1)
+        while True:
+            for fd, _events in watcher.poll():
+                if fd == self.wake_r:
+                    _drain(self.wake_r)
+                elif not self._take_request():
+                    self._shutdown()
+                    return
+            self._reap()
+
+    # -- requests -------------------------------------------------------------------
+
+    def _take_request(self) -> bool:
+        """Serve one request; False once the parent is gone."""
+        try:
+            data, fds, flags, _ = socket.recv_fds(self.sock, protocol.MAX_RECORD, 2)
+        except (BlockingIOError, InterruptedError):
+            return True
+        except OSError:
+            return False
+        if not data:
+            return False
+        record = protocol.decode(data)
+        if not isinstance(record, Spawn):
+            for fd in fds:
+                os.close(fd)
+            return True
+        if flags & socket.MSG_CTRUNC or len(fds) != 2:
+            for fd in fds:
+                os.close(fd)
+            exc = OSError(24, "the launcher could not receive the worker's pipes")  # EMFILE
+            return self._reply(protocol.encode_spawn_failed(record.request, exc.errno or 0, describe_limit(exc)))
+        return self._spawn(record, fds[0], fds[1])
+
+    def _spawn(self, record: Spawn, rfd: int, wfd: int) -> bool:
+        gc.freeze()
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            os.close(rfd)
+            os.close(wfd)
+            return self._reply(protocol.encode_spawn_failed(record.request, exc.errno or 0, describe_limit(exc)))
+        if pid == 0:
+            code = 1
+            try:
+                code = self._become_worker(record, rfd, wfd)
+            finally:
+                os._exit(code)
+        os.close(rfd)
+        os.close(wfd)
+        self.workers.add(pid)
+        return self._reply(protocol.encode_spawned(record.request, pid))
+
+    def _reply(self, data: bytes) -> bool:
+        try:
+            self.sock.send(data)
+        except OSError:
+            return False
+        return True
+
+    # -- in the forked worker ---------------------------------------------------------
+
+    def _become_worker(self, record: Spawn, rfd: int, wfd: int) -> int:
+        """Turn the fork into a worker: its own session, the parent's environment, then
+        the worker's loop. Returns its exit code."""
+        self.sock.close()
+        signal.set_wakeup_fd(-1)
+        os.close(self.wake_r)
+        os.close(self.wake_w)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        os.setsid()
+        tree.become_subreaper()
+        tree.set_title(record.name, record.title)
+        try:
+            setup = protocol.read_setup(rfd)
+        except EOFError:
+            return 0  # the parent gave up on this worker before it was set up
+        os.environ.clear()
+        os.environ.update(setup.environ)
+        sys.path[:] = setup.sys_path
+        try:
+            os.chdir(setup.cwd)
+        except OSError:
+            pass
+        try:
+            pipe.worker_main(rfd, wfd, setup.spec, setup.sample_interval_s)
+            code = 0
+        except SystemExit as exc:  # sys.exit() in do_work
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError, AttributeError):
+                pass
+        return code
+
+    # -- reaping --------------------------------------------------------------------
+
+    def _reap(self) -> None:
+        """Reap every child that has ended; a worker's leftovers are ended first."""
+        while True:
+            try:
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                return
+            if info is None:
+                return
+            pid = info.si_pid
+            if pid in self.workers:
+                # The worker is a zombie, so its pid (the group's id) is not reused yet.
+                _killpg(pid)
+                self._end_orphans()
+            try:
+                _, status = os.waitpid(pid, 0)
+            except ChildProcessError:
+                continue
+            if pid in self.workers:
+                self.workers.discard(pid)
+                self._reply(protocol.encode_exited(pid, status))
+
+    def _end_orphans(self) -> None:
+        """End children that are not workers: processes orphaned by a worker that ended."""
+        try:
+            children = self.me.children()
+        except psutil.Error:
+            return
+        for child in children:
+            if child.pid not in self.workers:
+                tree.kill_tree(child.pid)
+
+    def _shutdown(self) -> None:
+        """The parent is gone: end every worker and what it started, then exit."""
+        signal.alarm(SHUTDOWN_LIMIT_S)  # a backstop: SIGALRM's default ends the launcher
+        for pid in self.workers:
+            _killpg(pid)
+            tree.kill_tree(pid)
+        while True:
+            self._end_orphans()
+            try:
+                os.wait()
+            except ChildProcessError:
+                return
+            except InterruptedError:
+                continue
+
+
+def _killpg(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except (BlockingIOError, InterruptedError):
+        pass
+
+
+if __name__ == "__main__":
+    main()

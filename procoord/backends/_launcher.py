@@ -1,0 +1,219 @@
+"""The parent's end of a worker launcher (``python -m procoord._worker.launcher``).
+
+One :class:`Launcher` is one launcher process, driven from one event loop: it sends
+SPAWN requests (with the worker's pipe ends) and hands the replies to whoever asked
+(SPAWNED, SPAWN_FAILED) or to the worker's channel (EXITED, once the launcher has
+reaped the worker). The launcher's end of file, or its exit, means it is gone: pending
+requests fail, running workers go on (their own pipes tell when they end).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import itertools
+import os
+import socket
+import subprocess
+import sys
+import weakref
+from pathlib import Path
+from typing import Protocol
+
+from .._worker import protocol
+from .._worker.protocol import Exited, Spawned, SpawnFailed
+from ..errors import describe_exit
+
+__all__ = ("ExitWatcher", "Launcher", "SpawnError", "pidfd_open")
+
+LAUNCHER_MODULE = "procoord._worker.launcher"
+
+# The directory procoord is imported from, so the launcher imports the same procoord.
+_IMPORT_ROOT = str(Path(__file__).resolve().parent.parent.parent)
+
+
+class SpawnError(Exception):
+    """The launcher did not start the worker; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class ExitWatcher(Protocol):
+    """Told how a worker of this launcher ended."""
+
+    def exit_status(self, status: int) -> None:
+        """The worker was reaped with this wait status."""
+
+    def launcher_gone(self) -> None:
+        """The launcher is gone: no exit status will come."""
+
+
+# Launchers let go of but maybe not yet exited: reaped at the next chance (a launcher
+# ends soon after its socket closes).
+_unreaped: set[subprocess.Popen[bytes]] = set()
+
+
+def _wait_unreaped(timeout_s: float = 2.0) -> None:
+    """At exit: give launchers let go of a moment to end their workers and exit."""
+    for proc in list(_unreaped):
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            pass
+        _unreaped.discard(proc)
+
+
+atexit.register(_wait_unreaped)
+
+
+def _reap_exited() -> None:
+    for proc in list(_unreaped):
+        if proc.poll() is not None:
+            _unreaped.discard(proc)
+
+
+def _release(sock: socket.socket, proc: subprocess.Popen[bytes]) -> None:
+    sock.close()
+    if proc.poll() is None:
+        _unreaped.add(proc)
+    _reap_exited()
+
+
+def pidfd_open(pid: int) -> int | None:
+    """A file descriptor that becomes readable when ``pid`` exits (None where there is none)."""
+    try:
+        return os.pidfd_open(pid)
+    except (OSError, AttributeError):
+        return None
+
+
+class Launcher:
+    """A launcher process and the parent's end of its socket."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            env = dict(os.environ)
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (_IMPORT_ROOT, env.get("PYTHONPATH")) if p)
+            argv = [sys.executable, "-m", LAUNCHER_MODULE, "--parent", str(os.getpid()), "--fd", str(theirs.fileno())]
+            # Its own session: a Ctrl-C at the terminal, or a signal to the caller's
+            # process group, reaches neither the launcher nor the workers.
+            self._proc = subprocess.Popen(
+                argv, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, start_new_session=True, env=env
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        self.loop = loop
+        self.pid = self._proc.pid
+        self.alive = True
+        self._sock = ours
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[int]] = {}
+        self._watchers: dict[int, ExitWatcher] = {}
+        loop.add_reader(ours.fileno(), self._on_readable)
+        self._pidfd = pidfd_open(self.pid)
+        if self._pidfd is not None:
+            loop.add_reader(self._pidfd, self._on_exit)
+        # Dropped without close(): the socket's end of file stops the launcher.
+        self._finalizer = weakref.finalize(self, _release, ours, self._proc)
+        _reap_exited()
+
+    def spawn(self, rfd: int, wfd: int, name: str, title: str) -> asyncio.Future[int]:
+        """Ask for a worker on these pipe ends (the caller still closes its copies);
+        the future gives its pid, or raises SpawnError."""
+        if not self.alive:
+            raise SpawnError(f"the worker launcher (pid {self.pid}) is gone")
+        request = next(self._ids)
+        try:
+            socket.send_fds(self._sock, [protocol.encode_spawn(request, name, title)], [rfd, wfd])
+        except BlockingIOError:
+            raise SpawnError(f"the worker launcher (pid {self.pid}) takes no more requests (is it stopped?)") from None
+        except OSError as exc:
+            self._gone()
+            raise SpawnError(f"the worker launcher (pid {self.pid}) is gone: {exc.strerror}") from None
+        future: asyncio.Future[int] = self.loop.create_future()
+        self._pending[request] = future
+        return future
+
+    def watch(self, pid: int, watcher: ExitWatcher) -> None:
+        """Tell ``watcher`` how worker ``pid`` ends."""
+        if self.alive:
+            self._watchers[pid] = watcher
+        else:
+            watcher.launcher_gone()
+
+    def unwatch(self, pid: int) -> None:
+        self._watchers.pop(pid, None)
+
+    def kill(self) -> None:
+        """End the launcher now (it does not answer); its workers keep running."""
+        try:
+            self._proc.kill()
+        except OSError:
+            pass
+        self._gone()
+
+    def close(self) -> None:
+        """Let the launcher go: it ends the workers it still has, and exits."""
+        self._gone()
+
+    # -- events ---------------------------------------------------------------------
+
+    def _on_readable(self) -> None:
+        while True:
+            try:
+                data = self._sock.recv(protocol.MAX_RECORD)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self._gone()
+                return
+            record = protocol.decode(data)
+            if isinstance(record, Spawned):
+                future = self._pending.pop(record.request, None)
+                if future is not None and not future.done():
+                    future.set_result(record.pid)
+            elif isinstance(record, SpawnFailed):
+                future = self._pending.pop(record.request, None)
+                if future is not None and not future.done():
+                    future.set_exception(SpawnError(record.reason))
+            elif isinstance(record, Exited):
+                watcher = self._watchers.pop(record.pid, None)
+                if watcher is not None:
+                    watcher.exit_status(record.status)
+
+    def _on_exit(self) -> None:
+        if self._pidfd is not None:
+            self.loop.remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = None
+        self._gone()
+        _reap_exited()
+
+    def _gone(self) -> None:
+        if not self.alive:
+            return
+        self.alive = False
+        if not self.loop.is_closed():
+            self.loop.remove_reader(self._sock.fileno())
+        self._finalizer()
+        code = self._proc.poll()
+        ended = "ended" if code is None else f"ended {describe_exit(code)}"
+        pending, self._pending = self._pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(SpawnError(f"the worker launcher (pid {self.pid}) {ended} before it answered"))
+        watchers, self._watchers = self._watchers, {}
+        for watcher in watchers.values():
+            watcher.launcher_gone()
+
+    def __repr__(self) -> str:
+        return f"<Launcher pid={self.pid} {'alive' if self.alive else 'gone'}>"
