@@ -61,7 +61,10 @@ def _parse(argv: Sequence[str] | None) -> BenchConfig:
         ),
     )
     parser.add_argument("--quick", action="store_true", help="one repetition and small sizes: a smoke run")
-    parser.add_argument("--only", default=",".join(letters), help="scenarios by letter or name, e.g. a,b or latency")
+    default = ",".join(s.figure for s in SCENARIOS if s.default)
+    parser.add_argument(
+        "--only", default=default, help=f"scenarios by letter or name, e.g. a,b or latency (default: {default})"
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the full results as JSON to PATH")
     parser.add_argument("--reps", type=int, default=None, help="most repetitions per scenario (default 5)")
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio", help="the parent's event loop")

@@ -36,6 +36,9 @@ class BenchConfig:
     import_runs: int = 10
     add_worker_runs: int = 20
     restart_runs: int = 10
+    # ray
+    ray_calls: int = 500
+    ray_burst: int = 2000
     # balance
     slow_tasks: int = 1000
     mix_long: int = 16
@@ -65,6 +68,8 @@ class BenchConfig:
             mix_short=40,
             join_tasks=300,
             join_after_s=0.1,
+            ray_calls=50,
+            ray_burst=200,
         )
 
     def reps_up_to(self, most: int) -> int:

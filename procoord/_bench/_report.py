@@ -54,13 +54,15 @@ class Row:
 class Scenario:
     """A theme of the benchmark: ``measure`` runs it (procoord and its comparisons,
     repetition by repetition) and returns JSON-ready figures; ``rows`` turns those
-    figures into report rows. ``figure`` is its letter for ``--only``."""
+    figures into report rows. ``figure`` is its letter for ``--only``; a scenario
+    that is not ``default`` runs only when ``--only`` names it."""
 
     figure: str
     name: str
     title: str
     measure: Callable[[BenchConfig, Profiler], dict[str, Any]]
     rows: Callable[[dict[str, Any], BenchConfig], list[Row]]
+    default: bool = True
 
 
 COLUMNS = (

@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ("Spinner", "cpu_work", "echo", "noop", "ppe_init", "ppe_spin", "spin")
+__all__ = ("RawActor", "Spinner", "cpu_work", "echo", "noop", "ppe_init", "ppe_spin", "spin")
 
 
 def noop(x: Any) -> Any:
@@ -80,3 +80,12 @@ def ppe_spin(seconds: float) -> int:
                 time.sleep(delay)
     spin(seconds * _ppe_factor)
     return os.getpid()
+
+
+class RawActor:
+    """The body of a plain Ray actor (``ray.remote(RawActor)``): the yardstick of a
+    call to a Ray worker."""
+
+    def do(self, x: Any) -> Any:
+        """Return the task unchanged."""
+        return x
