@@ -20,13 +20,15 @@ import threading
 import weakref
 from collections.abc import AsyncIterable, Callable, Coroutine, Hashable, Iterable, Iterator, Mapping
 from types import TracebackType
-from typing import Any, Literal, TypeVar, final, overload
+from typing import Any, Generic, Literal, Self, TypeVar, final, overload
 
 from ._bulk import DEFAULT_WINDOW, MapIterator
+from ._typing import ResultT, TaskT
 from .backends._base import Backend
 from .coordinator import DEFAULT_RESTART_LIMIT, DEFAULT_RESTART_WINDOW_S, Coordinator
 from .errors import CoordinatorClosedError
 from .prefs import ANY, Pref
+from .processor import ProcessorLike
 from .stats import WorkerStats
 
 __all__ = ("BlockingCoordinator",)
@@ -56,10 +58,10 @@ class _LoopThread:
     """The loop thread and what it needs to stop; holds no reference to the facade, so
     the facade can be collected (and its finalizer run) while the thread lives."""
 
-    def __init__(self, build: Callable[[], Coordinator]) -> None:
+    def __init__(self, build: Callable[[], Coordinator[Any, Any]]) -> None:
         self.loop = _new_loop()
         self.stop_requested: asyncio.Future[bool] | None = None
-        self.coordinator: Coordinator | None = None
+        self.coordinator: Coordinator[Any, Any] | None = None
         started: concurrent.futures.Future[None] = concurrent.futures.Future()
         self.thread = threading.Thread(target=self._main, args=(build, started), name="procoord-loop", daemon=True)
         self.thread.start()
@@ -151,9 +153,11 @@ def _finalize(runner: _LoopThread) -> None:
 
 
 @final
-class BlockingCoordinator:
+class BlockingCoordinator(Generic[TaskT, ResultT]):
     """A :class:`~procoord.Coordinator` for callers without asyncio, safe to use from
     many threads at once.
+
+    ``BlockingCoordinator[T, R]()`` types tasks and results as ``Coordinator[T, R]`` does.
 
     It takes the same arguments as :class:`~procoord.Coordinator` and runs one on its own
     event loop in a background thread. Use it as a context manager, or call
@@ -173,8 +177,8 @@ class BlockingCoordinator:
         restart_limit: int = DEFAULT_RESTART_LIMIT,
         restart_window: float = DEFAULT_RESTART_WINDOW_S,
     ) -> None:
-        def build() -> Coordinator:
-            return Coordinator(
+        def build() -> Coordinator[TaskT, ResultT]:
+            return Coordinator[TaskT, ResultT](
                 queue_threshold,
                 backend=backend,
                 ewma_floor=ewma_floor,
@@ -187,13 +191,13 @@ class BlockingCoordinator:
         self._runner = _LoopThread(build)
         coord = self._runner.coordinator
         assert coord is not None
-        self._coord = coord
+        self._coord: Coordinator[TaskT, ResultT] = coord
         self._close_lock = threading.Lock()
         self._finalizer = weakref.finalize(self, _finalize, self._runner)
 
     # -- context manager ------------------------------------------------------------
 
-    def __enter__(self) -> BlockingCoordinator:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -205,7 +209,7 @@ class BlockingCoordinator:
     # -- the generic bridge -----------------------------------------------------------
 
     @property
-    def coordinator(self) -> Coordinator:
+    def coordinator(self) -> Coordinator[TaskT, ResultT]:
         """The underlying Coordinator; use it only from coroutines given to
         :meth:`run_coroutine` (it lives on :attr:`loop`)."""
         return self._coord
@@ -262,7 +266,7 @@ class BlockingCoordinator:
     def add_worker(
         self,
         ident: Hashable,
-        processor: object,
+        processor: ProcessorLike[TaskT, ResultT],
         *,
         restart: bool = True,
         backend: Backend | None = None,
@@ -290,8 +294,8 @@ class BlockingCoordinator:
     # -- tasks ----------------------------------------------------------------------
 
     def run(
-        self, task: Any, prefs: Pref = ANY, *, timeout: float | None = None
-    ) -> concurrent.futures.Future[tuple[Any, Hashable]]:
+        self, task: TaskT, prefs: Pref = ANY, *, timeout: float | None = None
+    ) -> concurrent.futures.Future[tuple[ResultT, Hashable]]:
         """Queue a task; a :class:`concurrent.futures.Future` of ``(result, worker_ident)``.
 
         It returns once the task is queued: it waits while ``max_pending`` tasks are
@@ -303,15 +307,15 @@ class BlockingCoordinator:
         return self.run_coroutine(self._queue(task, prefs, timeout))
 
     async def _queue(
-        self, task: Any, prefs: Pref, timeout: float | None
-    ) -> concurrent.futures.Future[tuple[Any, Hashable]]:
+        self, task: TaskT, prefs: Pref, timeout: float | None
+    ) -> concurrent.futures.Future[tuple[ResultT, Hashable]]:
         loop = asyncio.get_running_loop()
         handle = await self._coord.run(task, prefs, timeout=timeout)
         future = asyncio.run_coroutine_threadsafe(handle.join(), loop)
 
         runner = self._runner
 
-        def cancel_task(done: concurrent.futures.Future[tuple[Any, Hashable]]) -> None:
+        def cancel_task(done: concurrent.futures.Future[tuple[ResultT, Hashable]]) -> None:
             # Once future.cancel() returns, a queued task can no longer start.
             if done.cancelled():
                 runner.call_and_wait(handle.cancel)
@@ -319,14 +323,14 @@ class BlockingCoordinator:
         future.add_done_callback(cancel_task)
         return future
 
-    def call(self, task: Any, prefs: Pref = ANY, *, timeout: float | None = None) -> tuple[Any, Hashable]:
+    def call(self, task: TaskT, prefs: Pref = ANY, *, timeout: float | None = None) -> tuple[ResultT, Hashable]:
         """Run the task and wait for it: ``(result, worker_ident)``; raises its error."""
         return self.run_coroutine(self._coord.call(task, prefs, timeout=timeout))
 
     @overload
     def map(
         self,
-        iterable: Iterable[Any] | AsyncIterable[Any],
+        iterable: Iterable[TaskT] | AsyncIterable[TaskT],
         prefs: Pref = ANY,
         *,
         ordered: bool = True,
@@ -334,11 +338,11 @@ class BlockingCoordinator:
         progress: bool | Mapping[str, Any] = False,
         return_exceptions: Literal[False] = False,
         timeout: float | None = None,
-    ) -> BlockingMapIterator[tuple[Any, Hashable]]: ...
+    ) -> BlockingMapIterator[tuple[ResultT, Hashable]]: ...
     @overload
     def map(
         self,
-        iterable: Iterable[Any] | AsyncIterable[Any],
+        iterable: Iterable[TaskT] | AsyncIterable[TaskT],
         prefs: Pref = ANY,
         *,
         ordered: bool = True,
@@ -346,10 +350,10 @@ class BlockingCoordinator:
         progress: bool | Mapping[str, Any] = False,
         return_exceptions: bool,
         timeout: float | None = None,
-    ) -> BlockingMapIterator[tuple[Any, Hashable] | BaseException]: ...
+    ) -> BlockingMapIterator[tuple[ResultT, Hashable] | BaseException]: ...
     def map(
         self,
-        iterable: Iterable[Any] | AsyncIterable[Any],
+        iterable: Iterable[TaskT] | AsyncIterable[TaskT],
         prefs: Pref = ANY,
         *,
         ordered: bool = True,

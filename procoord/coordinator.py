@@ -28,19 +28,20 @@ import logging
 import weakref
 from collections.abc import AsyncIterable, Callable, Coroutine, Hashable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, final, overload
+from typing import TYPE_CHECKING, Any, Generic, Literal, Self, final, overload
 
 from . import _wire
 from ._bulk import DEFAULT_WINDOW, MapIterator
 from ._dispatch import Dispatcher
 from ._misuse import NotAwaited, async_with_needed, require_asyncio
 from ._slot import WorkerSlot
+from ._typing import ResultT, TaskT
 from .backends._base import Backend
 from .backends.local import LocalBackend
 from .errors import CoordinatorClosedError, WorkerStartError
 from .handle import JoinHandle
 from .prefs import ANY, Pref
-from .processor import Factory, make_spec, with_environment
+from .processor import Factory, ProcessorLike, make_spec, with_environment
 from .stats import WorkerStats
 
 __all__ = ("Coordinator",)
@@ -62,8 +63,13 @@ YIELD_EVERY_RUNS = 64
 
 
 @final
-class Coordinator:
+class Coordinator(Generic[TaskT, ResultT]):
     """Load-balances tasks over stateful workers, one OS process each.
+
+    ``Coordinator[T, R]()`` is one whose workers take tasks of type ``T`` and give
+    results of type ``R``, for type checkers: ``add_worker`` accepts only processors of
+    those types and ``run``, ``call`` and ``map`` give ``R``. ``Coordinator()`` is
+    ``Coordinator[Any, Any]``.
 
     Use it as an async context manager (``async with Coordinator() as coord``), or call
     :meth:`close` yourself. A coordinator left open is stopped when it is garbage
@@ -123,7 +129,7 @@ class Coordinator:
 
     # -- context manager ------------------------------------------------------------
 
-    async def __aenter__(self) -> Coordinator:
+    async def __aenter__(self) -> Self:
         require_asyncio("Coordinator")
         return self
 
@@ -163,7 +169,7 @@ class Coordinator:
     async def add_worker(
         self,
         ident: Hashable,
-        processor: object,
+        processor: ProcessorLike[TaskT, ResultT],
         *,
         restart: bool = True,
         backend: Backend | None = None,
@@ -297,8 +303,8 @@ class Coordinator:
     # -- tasks ----------------------------------------------------------------------
 
     def run(
-        self, task: Any, prefs: Pref = ANY, *, timeout: float | None = None
-    ) -> Coroutine[Any, Any, JoinHandle[tuple[Any, Hashable]]]:
+        self, task: TaskT, prefs: Pref = ANY, *, timeout: float | None = None
+    ) -> Coroutine[Any, Any, JoinHandle[tuple[ResultT, Hashable]]]:
         """Queue a task and return its :class:`JoinHandle` at once: ``h = await coord.run(task)``.
 
         It waits only while ``max_pending`` tasks are unfinished, when that is set.
@@ -313,7 +319,7 @@ class Coordinator:
         """
         return NotAwaited(self._run(task, prefs, timeout), "coord.run")
 
-    async def _run(self, task: Any, prefs: Pref, timeout: float | None) -> JoinHandle[tuple[Any, Hashable]]:
+    async def _run(self, task: TaskT, prefs: Pref, timeout: float | None) -> JoinHandle[tuple[ResultT, Hashable]]:
         self._check_open()
         if self._ledger.full():
             await self._ledger.wait_for_space(self._check_open)
@@ -327,14 +333,14 @@ class Coordinator:
         return handle
 
     def run_nowait(
-        self, task: Any, prefs: Pref = ANY, *, timeout: float | None = None
-    ) -> JoinHandle[tuple[Any, Hashable]]:
+        self, task: TaskT, prefs: Pref = ANY, *, timeout: float | None = None
+    ) -> JoinHandle[tuple[ResultT, Hashable]]:
         """Like :meth:`run`, without waiting for ``max_pending``; must be called on the
         coordinator's event loop."""
         return self._submit(task, prefs, timeout, 0)
 
     async def run_batch(
-        self, tasks: Sequence[Any], prefs: Pref = ANY, *, timeout: float | None = None
+        self, tasks: Sequence[TaskT], prefs: Pref = ANY, *, timeout: float | None = None
     ) -> JoinHandle[tuple[list[tuple[bool, Any]], Hashable]]:
         """Queue several tasks as one unit: one pickle, one frame, one worker, run in order.
 
@@ -362,8 +368,8 @@ class Coordinator:
         return JoinHandle(record, lambda: self._dispatch.cancel(record))
 
     def call(
-        self, task: Any, prefs: Pref = ANY, *, timeout: float | None = None
-    ) -> Coroutine[Any, Any, tuple[Any, Hashable]]:
+        self, task: TaskT, prefs: Pref = ANY, *, timeout: float | None = None
+    ) -> Coroutine[Any, Any, tuple[ResultT, Hashable]]:
         """``run`` the task and wait for it: ``result, worker = await coord.call(task)``.
 
         The call owns its task: cancelling the caller (``asyncio.timeout``, a client
@@ -371,7 +377,7 @@ class Coordinator:
         task never runs and a running async ``do_work`` is cancelled in its worker."""
         return NotAwaited(self._call(task, prefs, timeout), "coord.call")
 
-    async def _call(self, task: Any, prefs: Pref, timeout: float | None) -> tuple[Any, Hashable]:
+    async def _call(self, task: TaskT, prefs: Pref, timeout: float | None) -> tuple[ResultT, Hashable]:
         handle = await self._run(task, prefs, timeout)
         try:
             return await handle.join()
@@ -383,7 +389,7 @@ class Coordinator:
     @overload
     def map(
         self,
-        iterable: Iterable[Any] | AsyncIterable[Any],
+        iterable: Iterable[TaskT] | AsyncIterable[TaskT],
         prefs: Pref = ANY,
         *,
         ordered: bool = True,
@@ -391,11 +397,11 @@ class Coordinator:
         progress: bool | Mapping[str, Any] = False,
         return_exceptions: Literal[False] = False,
         timeout: float | None = None,
-    ) -> MapIterator[tuple[Any, Hashable]]: ...
+    ) -> MapIterator[tuple[ResultT, Hashable]]: ...
     @overload
     def map(
         self,
-        iterable: Iterable[Any] | AsyncIterable[Any],
+        iterable: Iterable[TaskT] | AsyncIterable[TaskT],
         prefs: Pref = ANY,
         *,
         ordered: bool = True,
@@ -403,10 +409,10 @@ class Coordinator:
         progress: bool | Mapping[str, Any] = False,
         return_exceptions: bool,
         timeout: float | None = None,
-    ) -> MapIterator[tuple[Any, Hashable] | BaseException]: ...
+    ) -> MapIterator[tuple[ResultT, Hashable] | BaseException]: ...
     def map(
         self,
-        iterable: Iterable[Any] | AsyncIterable[Any],
+        iterable: Iterable[TaskT] | AsyncIterable[TaskT],
         prefs: Pref = ANY,
         *,
         ordered: bool = True,

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from types import FunctionType, TracebackType
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, NamedTuple, ParamSpec, TypeVar, cast, final
 
+from ._typing import InterfaceT
 from .coordinator import Coordinator
 from .handle import JoinHandle
 from .prefs import ANY, Pref, Preferred, Required
@@ -82,12 +83,13 @@ class _Spec:
 # -- the worker side -------------------------------------------------------------------
 
 
-class InterfaceProcessor(TaskProcessor):
+class InterfaceProcessor(TaskProcessor[MethodCall, Any], Generic[InterfaceT]):
     """Base of every ``<Interface>.Processor``: dispatches :class:`MethodCall` records.
 
-    Subclass ``<Interface>.Processor``, not this class. Methods of the interface without
-    a body are abstract: a subclass that leaves one unimplemented cannot be instantiated,
-    and the error names the missing methods.
+    Subclass ``<Interface>.Processor``, or ``InterfaceProcessor[<Interface>]``, which is
+    the same class spelled so that a type checker knows it; not this class alone.
+    Methods of the interface without a body are abstract: a subclass that leaves one
+    unimplemented cannot be instantiated, and the error names the missing methods.
     """
 
     _procoord_interface: str = ""
@@ -98,6 +100,14 @@ class InterfaceProcessor(TaskProcessor):
         if missing:
             raise TypeError(_missing_message(cls, missing))
         return super().__new__(cls)
+
+    def __class_getitem__(cls, item: Any) -> Any:
+        # InterfaceProcessor[CatFamily] is CatFamily.Processor: a base class both Python
+        # and a type checker accept (a checker cannot see attributes a decorator adds).
+        spec = getattr(item, _SPEC, None)
+        if isinstance(spec, _Spec):
+            return spec.processor
+        return super().__class_getitem__(item)  # type: ignore[misc]
 
     async def do_work(self, task: MethodCall) -> Any:
         """Run the interface method the call names, with its arguments, on this instance."""
@@ -285,7 +295,12 @@ class InterfaceClient(Generic[T]):
     # -- pass-through ---------------------------------------------------------------
 
     async def add_worker(
-        self, ident: Hashable, processor: object, *, restart: bool = True, backend: Backend | None = None
+        self,
+        ident: Hashable,
+        processor: InterfaceProcessor | str,
+        *,
+        restart: bool = True,
+        backend: Backend | None = None,
     ) -> bool:
         """``Coordinator.add_worker`` for an instance of ``<Interface>.Processor`` (or the
         name of a registered factory that builds one). A processor of any other kind, or

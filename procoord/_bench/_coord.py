@@ -7,13 +7,14 @@ import asyncio
 from collections.abc import Hashable
 
 from procoord import Coordinator
+from procoord.processor import ProcessorLike
 
 __all__ = ("coordinator", "worker_pids")
 
 WARM_CALLS = 200
 
 
-async def coordinator(processor: object, workers: int, *, warm: int = WARM_CALLS) -> Coordinator:
+async def coordinator(processor: ProcessorLike, workers: int, *, warm: int = WARM_CALLS) -> Coordinator:
     """A Coordinator with ``workers`` workers running ``processor`` (idents ``w0``,
     ``w1``...), after ``warm`` sequential calls."""
     coord = Coordinator()
