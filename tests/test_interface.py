@@ -7,8 +7,6 @@ import gc
 import inspect
 import os
 import pydoc
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +16,7 @@ import procoord
 from procoord import Coordinator, JoinHandle, TaskProcessError
 from procoord.interface import InterfaceClient, MethodCall, PendingCall
 
-from .conftest import DEADLOCK_TIMEOUT
+from ._run import run_python
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -326,13 +324,7 @@ def test_a_call_never_awaited_warns() -> None:
 
 def test_cat_family_example_runs() -> None:
     """Test that examples/cat_family.py runs to the end with four cats and ten jobs."""
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "cat_family.py")],
-        capture_output=True,
-        text=True,
-        timeout=DEADLOCK_TIMEOUT,
-        cwd=ROOT,
-    )
+    proc = run_python([str(ROOT / "examples" / "cat_family.py")])  # against this checkout
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert out.count("made ball-") == 10

@@ -87,7 +87,7 @@ def blocking() -> None:
         coord.add_worker("w1", Doubler("w1"))
         fut = coord.run(2)
         assert_type(fut, concurrent.futures.Future[tuple[int, Hashable]])
-        result, worker = fut.result()
+        result, _ = fut.result()
         assert_type(result, int)
         result, _ = coord.call(2, TaskPrefs.Required("w1"))
         assert_type(result, int)
