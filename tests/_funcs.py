@@ -368,3 +368,20 @@ class Spawner:
             os.kill(parent, signal.SIGKILL)
             return parent
         raise ValueError(what)
+
+
+class BaseRaiser(TaskProcessor):
+    """Raises a BaseException that is not an Exception when asked; counts its tasks."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def do_work(self, task: str) -> Any:
+        self.count += 1
+        if task == "interrupt":
+            raise KeyboardInterrupt("from do_work")
+        if task == "generator-exit":
+            raise GeneratorExit("from do_work")
+        if task == "cancelled":
+            raise asyncio.CancelledError("from do_work")
+        return self.count, os.getpid()

@@ -149,6 +149,26 @@ async def test_sys_exit_in_do_work(bcoord: Coordinator) -> None:
     assert (await bcoord.stats())["w"].restarts == 1
 
 
+@pytest.mark.parametrize("raised", ["interrupt", "generator-exit", "cancelled"])
+async def test_base_exception_in_do_work_fails_only_the_task(bcoord: Coordinator, raised: str) -> None:
+    """Test KeyboardInterrupt, GeneratorExit or CancelledError raised by do_work: that
+    task fails with TaskProcessError, and the worker and its state live on."""
+    await bcoord.add_worker("w", _funcs.BaseRaiser())
+    (_, pid), _ = await bcoord.call("count")
+    with pytest.raises(TaskProcessError) as info:
+        await bcoord.call(raised)
+    assert isinstance(info.value.__cause__, BaseException)
+    assert not isinstance(info.value.__cause__, Exception)
+    assert await bcoord.call("count") == ((3, pid), "w")
+    assert (await bcoord.stats())["w"].restarts == 0
+
+
+async def test_stats_have_a_load_sample_once_ready(bcoord: Coordinator) -> None:
+    """Test that stats() right after add_worker already shows the worker's memory."""
+    await bcoord.add_worker("w", _funcs.double)
+    assert (await bcoord.stats())["w"].rss_bytes > 0
+
+
 async def test_timeout_restarts_worker(bcoord: Coordinator) -> None:
     """Test TaskTimeoutError for a task over its timeout, then the worker restarted."""
     await bcoord.add_worker("w", _funcs.sleeper)

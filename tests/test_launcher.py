@@ -248,6 +248,45 @@ async def test_ctrl_c_ends_launcher_workers_and_their_children(tmp_path: Path) -
     assert await _gone(pids)
 
 
+SIGTERM_SCRIPT = """
+import asyncio, signal, procoord
+from tests import _funcs
+
+async def main():
+    async with procoord.Coordinator() as coord:
+        await coord.add_worker("w", _funcs.Spawner())
+        got = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, got.set)
+        print("ready", flush=True)
+        await got.wait()
+        _, worker = await coord.call(("ids", None))
+        print(worker, (await coord.stats())["w"].restarts, flush=True)
+
+asyncio.run(main())
+"""
+
+
+async def test_sigterm_to_the_callers_group_reaches_no_worker(tmp_path: Path) -> None:
+    """Test a SIGTERM to the caller's whole process group (as systemd or some shells send
+    it) handled by the caller: its workers did not get it and go on, never restarted."""
+    path = tmp_path / "term.py"
+    path.write_text(SIGTERM_SCRIPT)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(path),
+        stdout=asyncio.subprocess.PIPE,
+        env=_script_env(),
+        cwd=str(Path(__file__).resolve().parent.parent),
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    assert await asyncio.wait_for(proc.stdout.readline(), DEADLOCK_TIMEOUT) == b"ready\n"
+    os.killpg(proc.pid, signal.SIGTERM)
+    out, _ = await asyncio.wait_for(proc.communicate(), DEADLOCK_TIMEOUT)
+    assert proc.returncode == 0
+    assert out.decode().split() == ["w", "0"]
+
+
 # -- the launcher ---------------------------------------------------------------------
 
 

@@ -35,7 +35,6 @@ ALLOWED: dict[str, set[str]] = {
         "_remote",
         "_wire",
         "_worker.protocol",
-        "_worker.sampler",
         "errors",
         "processor",
         "backends._base",

@@ -57,6 +57,10 @@ class WorkerCore:
         """Send one frame whose payload comes in parts (out-of-band buffers)."""
         self.send(kind, task_id, number, b"".join(parts))
 
+    def before_ready(self) -> None:
+        """Called once the processor is built, just before READY is sent (a first load
+        sample goes out here, so the parent has one as soon as the worker is ready)."""
+
     def started(self) -> None:
         """Called once READY is sent, on the loop, before the first task."""
 
@@ -94,6 +98,7 @@ class WorkerCore:
         except BaseException as exc:
             self.send(*_wire.start_failed_frame(exc))
             return
+        self.before_ready()
         self.send(*_wire.ready_frame(os.getpid(), is_async))
         self.started()
         await self._run_tasks(do_work, is_async)
@@ -152,12 +157,16 @@ class WorkerCore:
                         result = await self.current
                     finally:
                         self.current = None
-            except asyncio.CancelledError:
-                if self.cancel_requested != task_id:
-                    raise
-                self.send(Kind.CANCELLED, task_id)
+            except asyncio.CancelledError as exc:
+                if self.cancel_requested == task_id:
+                    self.send(Kind.CANCELLED, task_id)
+                    continue
+                elapsed = time.perf_counter() - started  # raised by do_work itself
+                self.send(Kind.ERROR, task_id, elapsed, _wire.pack_error(exc, "error"))
                 continue
-            except Exception as exc:
+            except SystemExit:
+                raise  # sys.exit() in do_work ends the worker, as it would a process
+            except BaseException as exc:  # KeyboardInterrupt, GeneratorExit...: that task fails
                 elapsed = time.perf_counter() - started
                 ran_long = elapsed > CHECK_INPUT_AFTER_S
                 self.send(Kind.ERROR, task_id, elapsed, _wire.pack_error(exc, "error"))

@@ -16,7 +16,6 @@ socket's end of file), the launcher ends every worker it still has and exits.
 
 from __future__ import annotations
 
-import argparse
 import gc
 import os
 import select
@@ -38,13 +37,14 @@ SHUTDOWN_LIMIT_S = 2
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the launcher until its parent goes."""
-    parser = argparse.ArgumentParser(prog="python -m procoord._worker.launcher")
-    parser.add_argument("--parent", type=int, required=True, help="pid of the coordinator's process")
-    parser.add_argument("--fd", type=int, required=True, help="this end of the socket pair")
-    args = parser.parse_args(argv)
+    """Run the launcher until its parent goes (``--parent`` only names it in ``ps``)."""
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        fd = int(args[args.index("--fd") + 1])
+    except (ValueError, IndexError):
+        sys.exit("usage: python -m procoord._worker.launcher --parent PID --fd FD (started by procoord)")
     tree.set_title("procoord launch")
-    _Launcher(socket.socket(fileno=args.fd)).serve()
+    _Launcher(socket.socket(fileno=fd)).serve()
 
 
 def _ignore(signum: int, frame: object) -> None:

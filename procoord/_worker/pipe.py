@@ -91,6 +91,9 @@ class PipeWorker(WorkerCore):
 
     # -- input ----------------------------------------------------------------------
 
+    def before_ready(self) -> None:
+        self.send(*_wire.load_frame(*sampler.sample_once()))
+
     def started(self) -> None:
         self.ready = True
         os.set_blocking(self.rfd, False)

@@ -21,6 +21,7 @@ from enum import IntEnum
 from ..processor import ProcessorSpec
 
 __all__ = (
+    "DEFAULT_SAMPLE_INTERVAL_S",
     "Exited",
     "Record",
     "RecordKind",
@@ -36,6 +37,9 @@ __all__ = (
     "encode_spawned",
     "read_setup",
 )
+
+# How often a worker reports CPU and memory by default: fresher stats against wake-ups.
+DEFAULT_SAMPLE_INTERVAL_S = 0.25
 
 # The largest record a launcher message holds (a SPAWN's title, a SPAWN_FAILED's reason).
 MAX_RECORD = 4096

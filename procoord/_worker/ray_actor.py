@@ -100,6 +100,9 @@ class _ActorCore(WorkerCore):
     def send(self, kind: Kind, task_id: int = 0, number: float = 0.0, payload: bytes = b"") -> None:
         self.outbox.put((int(kind), task_id, number, payload))
 
+    def before_ready(self) -> None:
+        self.outbox.put(_wire.load_frame(*sampler.sample_once()))
+
     def deliver(self, frames: list[Frame]) -> None:
         """Hand frames to the core (from the actor's loop)."""
         with self.inbox_lock:

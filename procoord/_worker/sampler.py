@@ -3,14 +3,21 @@ sent to the parent with the results."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import psutil
 
-__all__ = ("DEFAULT_SAMPLE_INTERVAL_S", "sample_forever")
+__all__ = ("sample_forever", "sample_once")
 
-# How often a worker reports CPU and memory by default: fresher stats against wake-ups.
-DEFAULT_SAMPLE_INTERVAL_S = 0.25
+
+def sample_once() -> tuple[int, float]:
+    """This process's (rss_bytes, cpu_percent since it started)."""
+    me = psutil.Process()
+    with me.oneshot():
+        times = me.cpu_times()
+        elapsed = max(1e-6, time.time() - me.create_time())
+        return me.memory_info().rss, 100.0 * (times.user + times.system) / elapsed
 
 
 def sample_forever(interval_s: float, report: Callable[[int, float], None], stop: Callable[[float], bool]) -> None:

@@ -17,7 +17,6 @@ import socket
 import subprocess
 import sys
 import weakref
-from pathlib import Path
 from typing import Protocol
 
 from .._worker import protocol
@@ -29,7 +28,7 @@ __all__ = ("ExitWatcher", "Launcher", "SpawnError", "pidfd_open")
 LAUNCHER_MODULE = "procoord._worker.launcher"
 
 # The directory procoord is imported from, so the launcher imports the same procoord.
-_IMPORT_ROOT = str(Path(__file__).resolve().parent.parent.parent)
+_IMPORT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
 
 
 class SpawnError(Exception):

@@ -20,7 +20,7 @@ from collections.abc import Hashable, Sequence
 from .. import _remote, _wire
 from .._wire import Frame, FrameReader, Kind
 from .._worker import protocol
-from .._worker.sampler import DEFAULT_SAMPLE_INTERVAL_S
+from .._worker.protocol import DEFAULT_SAMPLE_INTERVAL_S
 from ..errors import WorkerStartError, describe_exit, describe_limit
 from ..processor import ProcessorSpec
 from ._base import ChannelHandler
@@ -275,6 +275,8 @@ class LocalChannel:
                 self._ready.set_result(None)
             elif received[0] == Kind.START_FAILED:
                 self._ready.set_exception(_StartFailed(received[3]))
+            elif received[0] == Kind.LOAD:  # the first sample, sent with READY
+                self._early.append(received)
 
     def _on_readable(self) -> None:
         try:

@@ -18,8 +18,8 @@ from typing import Any
 
 from .. import _remote, _wire
 from .._wire import Kind
+from .._worker.protocol import DEFAULT_SAMPLE_INTERVAL_S
 from .._worker.ray_actor import ProcoordWorker
-from .._worker.sampler import DEFAULT_SAMPLE_INTERVAL_S
 from ..errors import WorkerStartError
 from ..processor import ProcessorSpec
 from ._base import ChannelHandler, Frame
@@ -141,7 +141,11 @@ class RayBackend:
         if pid is None:
             _kill(ray, actor)
             raise WorkerStartError(ident, "the Ray actor ended without reporting ready")
-        return RayChannel(ray, actor, pid, is_async, handler)
+        channel = RayChannel(ray, actor, pid, is_async, handler)
+        loads = [received for received in frames if received[0] == Kind.LOAD]
+        if loads:  # the first sample, sent with READY
+            handler.frames_received(loads)
+        return channel
 
 
 class RayChannel:
