@@ -111,6 +111,7 @@ class Launcher:
         self.loop = loop
         self.pid = self._proc.pid
         self.alive = True
+        self.answered = False  # it has sent a record: it is up and serving
         self._sock = ours
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[int]] = {}
@@ -150,6 +151,15 @@ class Launcher:
     def unwatch(self, pid: int) -> None:
         self._watchers.pop(pid, None)
 
+    def stopped(self) -> bool:
+        """Whether the launcher is stopped (SIGSTOP, or held by a tracer)."""
+        try:
+            with open(f"/proc/{self.pid}/stat", "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return False
+        return state in (b"T", b"t")
+
     def kill(self) -> None:
         """End the launcher now (it does not answer); its workers keep running."""
         try:
@@ -176,6 +186,7 @@ class Launcher:
                 self._gone()
                 return
             record = protocol.decode(data)
+            self.answered = True
             if isinstance(record, Spawned):
                 future = self._pending.pop(record.request, None)
                 if future is not None and not future.done():

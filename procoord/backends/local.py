@@ -216,11 +216,19 @@ class LocalChannel:
         except TimeoutError:
             launcher = self._launcher
             if self._pid is None and launcher.alive:
-                launcher.kill()  # it never answered: the next start gets a fresh one
+                stopped = launcher.stopped()
+                if stopped or launcher.answered:
+                    launcher.kill()  # the next start gets a fresh one
+                    raise WorkerStartError(
+                        ident,
+                        f"the worker launcher (pid {launcher.pid}) did not answer within {timeout:g} s "
+                        f"({'it is stopped' if stopped else 'it hangs'}); it was replaced, so the next "
+                        "add_worker starts a fresh one",
+                    ) from None
                 raise WorkerStartError(
                     ident,
-                    f"the worker launcher (pid {launcher.pid}) did not answer within {timeout:g} s (is it "
-                    "stopped?); it was replaced, so the next add_worker starts a fresh one",
+                    f"not ready within {timeout:g} s: the worker launcher (pid {launcher.pid}) was still "
+                    "starting (a busy machine?); a larger LocalBackend(ready_timeout=...) gives it time",
                 ) from None
             raise WorkerStartError(ident, f"not ready within {timeout:g} s") from None
         except _StartFailed as failed:
