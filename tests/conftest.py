@@ -20,15 +20,16 @@ DEADLOCK_TIMEOUT = 60.0
 # How a procoord worker's actor process shows in ps while it runs.
 RAY_WORKER_TITLE = "ray::ProcoordWorker"
 
-# How a local worker's command line starts in ps.
+# How a local worker's command line starts in ps, and the module a launcher runs.
 WORKER_TITLE = "procoord worker"
+LAUNCHER_MODULE = "procoord._worker.launcher"
 
 
 def _worker_processes() -> list[psutil.Process]:
-    """Our worker processes and what they started: children of a launcher (and their
-    descendants), workers of ours whose launcher is gone (found by their title), or
-    Ray actor processes of ours (not the rest of Ray's processes, which live for the
-    session)."""
+    """Our worker processes and what they started: descendants of a launcher (not the
+    launchers themselves, which live as long as their backend), workers of ours whose
+    launcher is gone (found by their title), or Ray actor processes of ours (not the
+    rest of Ray's processes, which live for the session)."""
     me = psutil.Process()
     ray_pids = _ray_pids(me)
     found = {}
@@ -38,7 +39,7 @@ def _worker_processes() -> list[psutil.Process]:
             if proc.pid in ray_pids:
                 if cmdline and cmdline[0].startswith(RAY_WORKER_TITLE):
                     found[proc.pid] = proc
-            elif proc.ppid() != me.pid:
+            elif proc.ppid() != me.pid and LAUNCHER_MODULE not in cmdline:
                 found[proc.pid] = proc
         except psutil.Error:
             pass

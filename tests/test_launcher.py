@@ -336,6 +336,29 @@ async def test_stopped_launcher_fails_only_the_start_in_flight() -> None:
         assert await _gone([launcher.pid])
 
 
+@pytest.mark.parametrize("how", ["killed", "stopped"])
+async def test_seed_that_dies_or_stops_is_replaced(how: str) -> None:
+    """Test the seed that forks launchers, killed or stopped: running workers go on
+    and a new coordinator still starts workers (with a new seed, or a fresh launcher)."""
+    async with Coordinator() as first:
+        await first.add_worker("a", _funcs.Spawner())
+        seed = psutil.Process((await _launcher_of(first, "a")).ppid())
+        assert "--seed" in seed.cmdline()
+        if how == "killed":
+            seed.kill()
+        else:
+            seed.suspend()
+        try:
+            async with Coordinator(backend=LocalBackend(ready_timeout=2.0)) as second:
+                await second.add_worker("b", _funcs.Spawner())
+                assert (await second.call(("ids", None)))[1] == "b"
+            assert (await first.call(("ids", None)))[1] == "a"
+        finally:
+            if _running(seed.pid):
+                seed.kill()
+    assert await _gone([seed.pid])
+
+
 async def test_out_of_file_descriptors(coord: Coordinator) -> None:
     """Test add_worker with no file descriptor left: WorkerStartError naming the limit,
     and the next add_worker works once descriptors are free again."""

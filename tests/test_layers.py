@@ -30,7 +30,8 @@ ALLOWED: dict[str, set[str]] = {
     "_remote": {"_wire", "errors"},
     "backends._base": {"_wire", "processor"},
     "backends._pipe": set(),
-    "backends._launcher": {"errors", "_worker.protocol"},
+    "backends._seed": {"_worker.protocol"},
+    "backends._launcher": {"errors", "_worker.protocol", "backends._seed"},
     "backends.local": {
         "_remote",
         "_wire",

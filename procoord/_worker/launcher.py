@@ -1,11 +1,16 @@
-"""procoord's worker launcher: ``python -m procoord._worker.launcher --parent PID --fd FD``.
+"""procoord's worker launcher: ``python -m procoord._worker.launcher --parent PID --fd FD [--seed]``.
 
-A fresh interpreter started by a :class:`~procoord.backends.LocalBackend`. It imports
-the worker side only (no coordinator, no event loop of the parent's) and then, single
+A fresh interpreter started by procoord in the coordinator's process. It imports the
+worker side only (no coordinator, no event loop of the parent's) and then, single
 threaded and without an event loop, forks one worker per SPAWN request that arrives on
 its socket (``FD``, one end of a connected pair: nothing listens). A forked worker
 shares the pages the launcher preloaded, and the user's main module is never imported:
 processors and tasks from ``__main__`` travel by value.
+
+With ``--seed`` it is the process's seed: it runs no workers and forks, per
+FORK_LAUNCHER request, a launcher of the same clean state for one backend, in a few
+milliseconds instead of a fresh interpreter's start. A forked launcher leads a session
+of its own; one that dies or stops affects neither the seed nor the other launchers.
 
 Each worker leads a session (and process group) of its own, and the launcher is a
 subreaper: whatever a worker leaves behind when it ends (its process group, and
@@ -28,7 +33,7 @@ import psutil
 
 from ..errors import describe_limit
 from . import pipe, protocol, tree
-from .protocol import Spawn
+from .protocol import ForkLauncher, Spawn
 
 __all__ = ("main",)
 
@@ -42,9 +47,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         fd = int(args[args.index("--fd") + 1])
     except (ValueError, IndexError):
-        sys.exit("usage: python -m procoord._worker.launcher --parent PID --fd FD (started by procoord)")
-    tree.set_title("procoord launch")
-    _Launcher(socket.socket(fileno=fd)).serve()
+        sys.exit("usage: python -m procoord._worker.launcher --parent PID --fd FD [--seed] (started by procoord)")
+    seed = "--seed" in args
+    tree.set_title("procoord seed" if seed else "procoord launch")
+    _Launcher(socket.socket(fileno=fd), seed=seed).serve()
 
 
 def _ignore(signum: int, frame: object) -> None:
@@ -52,8 +58,10 @@ def _ignore(signum: int, frame: object) -> None:
 
 
 class _Launcher:
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, *, seed: bool) -> None:
         self.sock = sock
+        # The seed's children are launchers: when one ends, what it started lives on.
+        self.seed = seed
         self.workers: set[int] = set()
         self.me = psutil.Process()
         self.wake_r, self.wake_w = os.pipe()
@@ -63,7 +71,9 @@ class _Launcher:
         signal.signal(signal.SIGCHLD, _ignore)  # a handler, so the wakeup fd hears of it
         # A handler rather than SIG_IGN: what a worker starts with exec gets the default.
         signal.signal(signal.SIGINT, _ignore)
-        tree.become_subreaper()
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())
+        if not seed:
+            tree.become_subreaper()
         # Freeze what is loaded now: the collector then never touches (and so never
         # un-shares) these pages in the forked workers.
         gc.freeze()
@@ -94,11 +104,13 @@ class _Launcher:
         if not data:
             return False
         record = protocol.decode(data)
-        if not isinstance(record, Spawn):
+        if isinstance(record, ForkLauncher) and len(fds) == 1 and not flags & socket.MSG_CTRUNC:
+            return self._fork_launcher(record, fds[0])
+        if not isinstance(record, Spawn | ForkLauncher):
             for fd in fds:
                 os.close(fd)
             return True
-        if flags & socket.MSG_CTRUNC or len(fds) != 2:
+        if flags & socket.MSG_CTRUNC or len(fds) != 2 or isinstance(record, ForkLauncher):
             for fd in fds:
                 os.close(fd)
             exc = OSError(24, "the launcher could not receive the worker's pipes")  # EMFILE
@@ -124,6 +136,36 @@ class _Launcher:
         self.workers.add(pid)
         return self._reply(protocol.encode_spawned(record.request, pid))
 
+    def _fork_launcher(self, record: ForkLauncher, fd: int) -> bool:
+        gc.freeze()
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            os.close(fd)
+            return self._reply(protocol.encode_spawn_failed(record.request, exc.errno or 0, describe_limit(exc)))
+        if pid == 0:
+            code = 1
+            try:
+                self._leave()
+                os.setsid()
+                _Launcher(socket.socket(fileno=fd), seed=False).serve()
+                code = 0
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        os.close(fd)
+        self.workers.add(pid)
+        return self._reply(protocol.encode_spawned(record.request, pid))
+
+    def _leave(self) -> None:
+        """In a fork: let go of this launcher's socket, wake-up pipe and SIGCHLD handler."""
+        self.sock.close()
+        signal.set_wakeup_fd(-1)
+        os.close(self.wake_r)
+        os.close(self.wake_w)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+
     def _reply(self, data: bytes) -> bool:
         try:
             self.sock.send(data)
@@ -136,11 +178,7 @@ class _Launcher:
     def _become_worker(self, record: Spawn, rfd: int, wfd: int) -> int:
         """Turn the fork into a worker: its own session, the parent's environment, then
         the worker's loop. Returns its exit code."""
-        self.sock.close()
-        signal.set_wakeup_fd(-1)
-        os.close(self.wake_r)
-        os.close(self.wake_w)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        self._leave()
         os.setsid()
         tree.become_subreaper()
         tree.set_title(record.name, record.title)
@@ -182,7 +220,7 @@ class _Launcher:
             if info is None:
                 return
             pid = info.si_pid
-            if pid in self.workers:
+            if pid in self.workers and not self.seed:
                 # The worker is a zombie, so its pid (the group's id) is not reused yet.
                 _killpg(pid)
                 self._end_orphans()
@@ -192,7 +230,8 @@ class _Launcher:
                 continue
             if pid in self.workers:
                 self.workers.discard(pid)
-                self._reply(protocol.encode_exited(pid, status))
+                if not self.seed:
+                    self._reply(protocol.encode_exited(pid, status))
 
     def _end_orphans(self) -> None:
         """End children that are not workers: processes orphaned by a worker that ended."""
@@ -205,7 +244,10 @@ class _Launcher:
                 tree.kill_tree(child.pid)
 
     def _shutdown(self) -> None:
-        """The parent is gone: end every worker and what it started, then exit."""
+        """The parent is gone: end every worker and what it started, then exit (the
+        seed's launchers hear of it on their own sockets)."""
+        if self.seed:
+            return
         signal.alarm(SHUTDOWN_LIMIT_S)  # a backstop: SIGALRM's default ends the launcher
         for pid in self.workers:
             _killpg(pid)

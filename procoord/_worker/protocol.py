@@ -5,7 +5,9 @@ Parent and launcher talk over a connected ``AF_UNIX`` ``SOCK_SEQPACKET`` pair (n
 listens): one record per message, so no framing is needed. A SPAWN request carries the
 worker's two pipe ends as ``SCM_RIGHTS`` ancillary data; the replies are SPAWNED (the
 pid), SPAWN_FAILED (an errno and why) and EXITED (a worker's wait status, once the
-launcher has reaped it). The processor spec never goes through the launcher: the parent
+launcher has reaped it). A FORK_LAUNCHER request to the seed (the one launcher of a
+process started as a fresh interpreter) carries one socket end: the seed forks a new
+launcher serving it. The processor spec never goes through a launcher: the parent
 writes it to the worker's pipe as the setup record, which the worker reads right after
 the fork.
 """
@@ -23,6 +25,7 @@ from ..processor import ProcessorSpec
 __all__ = (
     "DEFAULT_SAMPLE_INTERVAL_S",
     "Exited",
+    "ForkLauncher",
     "Record",
     "RecordKind",
     "Spawn",
@@ -31,6 +34,7 @@ __all__ = (
     "WorkerSetup",
     "decode",
     "encode_exited",
+    "encode_fork_launcher",
     "encode_setup",
     "encode_spawn",
     "encode_spawn_failed",
@@ -53,6 +57,7 @@ class RecordKind(IntEnum):
     SPAWNED = 2
     SPAWN_FAILED = 3
     EXITED = 4
+    FORK_LAUNCHER = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +95,15 @@ class Exited:
     status: int
 
 
-Record = Spawn | Spawned | SpawnFailed | Exited
+@dataclass(frozen=True, slots=True)
+class ForkLauncher:
+    """Parent to the seed launcher: fork a new launcher serving the socket that comes
+    with the request; the reply is SPAWNED (its pid) or SPAWN_FAILED."""
+
+    request: int
+
+
+Record = Spawn | Spawned | SpawnFailed | Exited | ForkLauncher
 
 
 def encode_spawn(request: int, name: str, title: str) -> bytes:
@@ -110,6 +123,10 @@ def encode_exited(pid: int, status: int) -> bytes:
     return _HEAD.pack(RecordKind.EXITED, pid, status)
 
 
+def encode_fork_launcher(request: int) -> bytes:
+    return _HEAD.pack(RecordKind.FORK_LAUNCHER, request, 0)
+
+
 def decode(data: bytes) -> Record:
     """One record from one message; raises ValueError for anything else."""
     if len(data) < _HEAD.size:
@@ -125,6 +142,8 @@ def decode(data: bytes) -> Record:
         return SpawnFailed(first, second, text)
     if kind == RecordKind.EXITED:
         return Exited(first, second)
+    if kind == RecordKind.FORK_LAUNCHER:
+        return ForkLauncher(first)
     raise ValueError(f"unknown launcher record kind {kind}")
 
 

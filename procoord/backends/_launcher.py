@@ -13,30 +13,18 @@ import asyncio
 import atexit
 import itertools
 import os
+import signal
 import socket
 import subprocess
-import sys
 import weakref
 from typing import Protocol
 
 from .._worker import protocol
 from .._worker.protocol import Exited, Spawned, SpawnFailed
 from ..errors import describe_exit
+from ._seed import SpawnError, fork_launcher, start_launcher
 
-__all__ = ("ExitWatcher", "Launcher", "SpawnError", "pidfd_open")
-
-LAUNCHER_MODULE = "procoord._worker.launcher"
-
-# The directory procoord is imported from, so the launcher imports the same procoord.
-_IMPORT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
-
-
-class SpawnError(Exception):
-    """The launcher did not start the worker; ``reason`` says why."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+__all__ = ("ExitWatcher", "Launcher", "SpawnError", "open_launcher", "pidfd_open")
 
 
 class ExitWatcher(Protocol):
@@ -73,11 +61,22 @@ def _reap_exited() -> None:
             _unreaped.discard(proc)
 
 
-def _release(sock: socket.socket, proc: subprocess.Popen[bytes]) -> None:
+def _release(sock: socket.socket, proc: subprocess.Popen[bytes] | None) -> None:
     sock.close()
-    if proc.poll() is None:
+    if proc is not None and proc.poll() is None:
         _unreaped.add(proc)
     _reap_exited()
+
+
+async def open_launcher(loop: asyncio.AbstractEventLoop, timeout_s: float) -> Launcher:
+    """A new launcher for one backend on ``loop``: forked from the seed, or a fresh
+    interpreter if the seed does not answer."""
+    forked = await asyncio.to_thread(fork_launcher, timeout_s)
+    if forked is None:
+        proc, sock = start_launcher()
+        return Launcher(loop, sock, proc.pid, proc)
+    sock, pid = forked
+    return Launcher(loop, sock, pid, None)
 
 
 def pidfd_open(pid: int) -> int | None:
@@ -91,25 +90,14 @@ def pidfd_open(pid: int) -> int | None:
 class Launcher:
     """A launcher process and the parent's end of its socket."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        try:
-            env = dict(os.environ)
-            env["PYTHONPATH"] = os.pathsep.join(p for p in (_IMPORT_ROOT, env.get("PYTHONPATH")) if p)
-            argv = [sys.executable, "-m", LAUNCHER_MODULE, "--parent", str(os.getpid()), "--fd", str(theirs.fileno())]
-            # Its own session: a Ctrl-C at the terminal, or a signal to the caller's
-            # process group, reaches neither the launcher nor the workers.
-            self._proc = subprocess.Popen(
-                argv, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, start_new_session=True, env=env
-            )
-        except BaseException:
-            ours.close()
-            raise
-        finally:
-            theirs.close()
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, sock: socket.socket, pid: int, proc: subprocess.Popen[bytes] | None
+    ) -> None:
+        ours = sock
         ours.setblocking(False)
+        self._proc = proc  # None: forked by the seed, which reaps it
         self.loop = loop
-        self.pid = self._proc.pid
+        self.pid = pid
         self.alive = True
         self.answered = False  # it has sent a record: it is up and serving
         self._sock = ours
@@ -163,7 +151,10 @@ class Launcher:
     def kill(self) -> None:
         """End the launcher now (it does not answer); its workers keep running."""
         try:
-            self._proc.kill()
+            if self._pidfd is not None:
+                signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+            elif self._proc is not None:
+                self._proc.kill()
         except OSError:
             pass
         self._gone()
@@ -215,7 +206,7 @@ class Launcher:
         if not self.loop.is_closed():
             self.loop.remove_reader(self._sock.fileno())
         self._finalizer()
-        code = self._proc.poll()
+        code = self._proc.poll() if self._proc is not None else None
         ended = "ended" if code is None else f"ended {describe_exit(code)}"
         pending, self._pending = self._pending, {}
         for future in pending.values():

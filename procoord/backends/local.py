@@ -24,7 +24,7 @@ from .._worker.protocol import DEFAULT_SAMPLE_INTERVAL_S
 from ..errors import WorkerStartError, describe_exit, describe_limit
 from ..processor import ProcessorSpec
 from ._base import ChannelHandler
-from ._launcher import Launcher, SpawnError, pidfd_open
+from ._launcher import Launcher, SpawnError, open_launcher, pidfd_open
 from ._pipe import PipeWriter
 
 __all__ = ("LocalBackend", "LocalChannel")
@@ -87,6 +87,7 @@ class LocalBackend:
         self.ready_timeout = ready_timeout
         self.sample_interval = sample_interval
         self._launchers: list[Launcher] = []
+        self._starting: dict[asyncio.AbstractEventLoop, asyncio.Future[Launcher]] = {}
 
     def __repr__(self) -> str:
         return f"LocalBackend(start_method={self.start_method!r})"
@@ -98,26 +99,40 @@ class LocalBackend:
         for launcher in launchers:
             launcher.close()
 
-    def _launcher(self, loop: asyncio.AbstractEventLoop) -> Launcher:
+    async def _launcher(self, loop: asyncio.AbstractEventLoop) -> Launcher:
         self._launchers = [la for la in self._launchers if la.alive and not la.loop.is_closed()]
         for launcher in self._launchers:
             if launcher.loop is loop:
                 return launcher
-        launcher = Launcher(loop)
+        starting = self._starting.get(loop)
+        if starting is not None:  # another start on this loop is getting one
+            return await asyncio.shield(starting)
+        starting = self._starting[loop] = loop.create_future()
+        try:
+            launcher = await open_launcher(loop, self.ready_timeout)
+        except BaseException as exc:
+            starting.set_exception(exc)
+            starting.exception()  # retrieved: whoever waits on it gets it too
+            raise
+        finally:
+            del self._starting[loop]
         self._launchers.append(launcher)
+        starting.set_result(launcher)
         return launcher
 
     async def start(self, ident: Hashable, spec: ProcessorSpec, handler: ChannelHandler) -> LocalChannel:
         """Start a worker process and return once it reports ready."""
         fds: list[int] = []
         try:
-            launcher = self._launcher(asyncio.get_running_loop())
+            launcher = await self._launcher(asyncio.get_running_loop())
             fds.extend(os.pipe())
             fds.extend(os.pipe())
         except OSError as exc:
             for fd in fds:
                 os.close(fd)
             raise WorkerStartError(ident, describe_limit(exc)) from None
+        except SpawnError as exc:
+            raise WorkerStartError(ident, exc.reason) from None
         p2c_r, p2c_w, c2p_r, c2p_w = fds
         for fd in (p2c_w, c2p_w):
             _grow_pipe(fd)
