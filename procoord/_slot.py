@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Hashable, Sequence
 from typing import Any, Protocol
 
-from . import _remote, _wire, balancer
+from . import _logs, _remote, _wire, balancer
 from ._task import Task, TaskQueue
 from ._wire import Frame, Kind
 from .backends._base import Backend, WorkerChannel
@@ -295,6 +295,9 @@ class WorkerSlot:
             kind, task_id, number, payload = received
             if kind == Kind.LOAD:
                 self.rss_bytes, self.cpu_percent = _wire.read_load(received)
+                continue
+            if kind == Kind.LOG:
+                _logs.deliver(self.ident, payload)
                 continue
             task = inflight.pop(task_id, None)
             if task is None:

@@ -8,6 +8,7 @@ pickled bytes. Tasks and results are pickled with plain pickle when it can do th
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import struct
@@ -46,6 +47,7 @@ class Kind(IntEnum):
     - ERROR, BAD_TASK, BAD_RESULT: task id, run time, an error record (:func:`pack_error`)
     - CANCELLED, RETURNED: task id, -, -
     - LOAD: RSS bytes, CPU percent, - (:func:`load_frame`)
+    - LOG: -, level, a log record's fields (:func:`log_frame`)
     """
 
     TASK = 1
@@ -60,6 +62,7 @@ class Kind(IntEnum):
     CANCELLED = 16
     RETURNED = 17
     LOAD = 18
+    LOG = 19
 
 
 class Batch(list):  # type: ignore[type-arg]
@@ -122,6 +125,44 @@ def load_frame(rss_bytes: int, cpu_percent: float) -> OutFrame:
 def read_load(received: Frame) -> tuple[int, float]:
     """The (rss_bytes, cpu_percent) of a LOAD frame."""
     return received[1], received[2]
+
+
+# What of a worker's log record travels to the parent (all str, int, float or None).
+_LOG_FIELDS = (
+    "name",
+    "levelno",
+    "levelname",
+    "pathname",
+    "filename",
+    "module",
+    "lineno",
+    "funcName",
+    "created",
+    "msecs",
+    "relativeCreated",
+    "thread",
+    "threadName",
+    "process",
+    "processName",
+)
+
+
+def log_frame(record: logging.LogRecord) -> OutFrame:
+    """LOG: one log record of the worker, its message formatted (arguments merged, the
+    traceback as text), so nothing of it needs unpickling but strings and numbers."""
+    fields: dict[str, Any] = {name: getattr(record, name, None) for name in _LOG_FIELDS}
+    fields["msg"] = record.getMessage()
+    if record.exc_info and not record.exc_text:
+        record.exc_text = logging.Formatter().formatException(record.exc_info)
+    fields["exc_text"] = record.exc_text
+    fields["stack_info"] = record.stack_info
+    return (Kind.LOG, 0, float(record.levelno), pickle.dumps(fields, PROTOCOL))
+
+
+def read_log(payload: bytes) -> dict[str, Any]:
+    """The fields of a LOG payload, for :func:`logging.makeLogRecord`."""
+    fields: dict[str, Any] = pickle.loads(payload)
+    return fields
 
 
 def start_failed_frame(exc: BaseException) -> OutFrame:

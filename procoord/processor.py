@@ -9,6 +9,7 @@ bytes); the worker process builds the processor from the spec, once.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
@@ -89,6 +90,8 @@ class ProcessorSpec:
     factory: str | None = None
     description: str = ""
     env: Mapping[str, str | None] = dataclasses.field(default_factory=dict)
+    log_level: int = logging.WARNING
+    """The level from which the worker sends its log records to the parent."""
     environ: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def environment(self) -> dict[str, str]:
@@ -114,7 +117,9 @@ def make_spec(processor: object, factories: Mapping[str, Factory]) -> ProcessorS
     if isinstance(processor, str):
         factory = factories[processor]
         payload = _wire.dumps((factory.factory, factory.args, dict(factory.kwargs)), "processor")
-        return ProcessorSpec("factory", payload, factory=processor, description=f"factory {processor!r}")
+        return ProcessorSpec(
+            "factory", payload, factory=processor, description=f"factory {processor!r}", log_level=_log_level()
+        )
     if isinstance(processor, type) and hasattr(processor, "do_work"):
         name = processor.__qualname__
         raise TypeError(
@@ -125,15 +130,21 @@ def make_spec(processor: object, factories: Mapping[str, Factory]) -> ProcessorS
         )
     if isinstance(processor, TaskProcessor) or hasattr(processor, "do_work"):
         payload = _dumps_processor(processor)
-        return ProcessorSpec("instance", payload, description=type(processor).__qualname__)
+        return ProcessorSpec("instance", payload, description=type(processor).__qualname__, log_level=_log_level())
     if callable(processor):
         payload = _dumps_processor(processor)
         name = getattr(processor, "__qualname__", type(processor).__qualname__)
-        return ProcessorSpec("callable", payload, description=name)
+        return ProcessorSpec("callable", payload, description=name, log_level=_log_level())
     raise TypeError(
         f"a processor must be a TaskProcessor, a callable taking one task, or the name of a "
         f"registered factory; got {type(processor).__qualname__}"
     )
+
+
+def _log_level() -> int:
+    """The level a new worker sends log records from: what the parent's
+    ``procoord.worker`` loggers would handle at all."""
+    return logging.getLogger("procoord.worker").getEffectiveLevel()
 
 
 def _dumps_processor(processor: object) -> bytes:

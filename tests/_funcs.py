@@ -385,3 +385,28 @@ class BaseRaiser(TaskProcessor):
         if task == "cancelled":
             raise asyncio.CancelledError("from do_work")
         return self.count, os.getpid()
+
+
+def log_then_return(task: tuple[int, str]) -> str:
+    """Log ``message`` at ``level`` on the "mylib" logger (with the traceback of an error
+    for ERROR), then return the message."""
+    import logging
+
+    level, message = task
+    log = logging.getLogger("mylib")
+    if level == logging.ERROR:
+        try:
+            raise ValueError("inside")
+        except ValueError:
+            log.exception("failed: %s", message)
+    else:
+        log.log(level, "said %s", message)
+    return message
+
+
+def logging_factory() -> Any:
+    """A factory that logs while the processor is built, in the worker."""
+    import logging
+
+    logging.getLogger("mylib.setup").info("loading the model")
+    return log_then_return

@@ -19,6 +19,7 @@ from .._wire import Batch, Kind
 from ..errors import SerializationError
 from ..processor import ProcessorSpec
 from .build import build_processor
+from .logs import forward_logs
 
 __all__ = ("WorkerCore",)
 
@@ -93,6 +94,7 @@ class WorkerCore:
 
     async def serve(self, spec: ProcessorSpec) -> None:
         """Build the processor, report READY (or why not), then run tasks until told to stop."""
+        forward_logs(self.send, spec.log_level)
         try:
             do_work, is_async = build_processor(spec)
         except BaseException as exc:

@@ -296,6 +296,8 @@ class LocalChannel:
                 pid, self._is_async = _wire.read_ready(received)
                 self._set_pid(pid)
                 self._ready.set_result(None)
+            elif received[0] == Kind.LOG:  # logged while the processor was built: keep it for the slot
+                self._early.append(received)
             elif received[0] == Kind.START_FAILED:
                 self._ready.set_exception(_StartFailed(received[3]))
             elif received[0] == Kind.LOAD:  # the first sample, sent with READY
