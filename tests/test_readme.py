@@ -69,7 +69,7 @@ def test_program_runs(block: Block, tmp_path: Path) -> None:
 
 def test_first_program_prints_what_it_says() -> None:
     """Test the first program's output against the comment that shows it."""
-    proc = run_python(["-c", BLOCKS[0].code.replace('if __name__ == "__main__":', "if True:")])
+    proc = run_python(["-c", BLOCKS[0].code])
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[0, 1, 4, 9, 16, 25, 36, 49, 64, 81]"
 
