@@ -410,3 +410,32 @@ def logging_factory() -> Any:
 
     logging.getLogger("mylib.setup").info("loading the model")
     return log_then_return
+
+
+class TermRecorder:
+    """Ignores SIGTERM; on receiving it, appends to ``log`` whether every process in
+    ``siblings`` (a file of pids, written by the test) was still running then."""
+
+    def __init__(self, log: str, siblings: str) -> None:
+        self.log = log
+        self.siblings = siblings
+
+    def do_work(self, task: Any) -> int:
+        signal.signal(signal.SIGTERM, self._on_term)
+        return os.getpid()
+
+    def _on_term(self, signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the first one only
+        with open(self.siblings) as f:
+            pids = [int(p) for p in f.read().split()]
+        alive = all(_running(pid) for pid in pids if pid != os.getpid())
+        with open(self.log, "a") as f:
+            f.write(f"{os.getpid()} {'all-alive' if alive else 'some-gone'}\n")
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False

@@ -287,6 +287,51 @@ async def test_sigterm_to_the_callers_group_reaches_no_worker(tmp_path: Path) ->
     assert out.decode().split() == ["w", "0"]
 
 
+EXIT_SCRIPT = """
+import asyncio, sys, procoord
+from tests import _funcs
+
+log, siblings = sys.argv[1], sys.argv[2]
+
+async def main():
+    pids = []
+    for n in range(2):  # two coordinators, never closed, two workers each
+        coord = procoord.Coordinator()
+        for i in range(2):
+            await coord.add_worker(i, _funcs.TermRecorder(log, siblings))
+            pids.append((await coord.call(None, procoord.TaskPrefs.Required(i)))[0])
+        globals()[f"kept{n}"] = coord
+    with open(siblings, "w") as f:
+        f.write(" ".join(map(str, pids)))
+    print(*pids, flush=True)
+
+asyncio.run(main())
+"""
+
+
+async def test_workers_ignoring_sigterm_are_ended_together_at_exit(tmp_path: Path) -> None:
+    """Test unclosed coordinators whose workers ignore SIGTERM, at interpreter exit:
+    every worker gets SIGTERM while the others still run (all at once, not one after
+    another's kill), and all are gone once the program has exited."""
+    path, log, siblings = tmp_path / "exit.py", tmp_path / "log", tmp_path / "pids"
+    path.write_text(EXIT_SCRIPT)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(path),
+        str(log),
+        str(siblings),
+        stdout=asyncio.subprocess.PIPE,
+        env=_script_env(),
+        cwd=str(Path(__file__).resolve().parent.parent),
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), DEADLOCK_TIMEOUT)
+    assert proc.returncode == 0
+    pids = [int(p) for p in out.split()]
+    assert await _gone(pids)
+    lines = sorted(log.read_text().splitlines())
+    assert lines == sorted(f"{pid} all-alive" for pid in pids)
+
+
 # -- the launcher ---------------------------------------------------------------------
 
 

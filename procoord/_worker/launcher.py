@@ -27,6 +27,7 @@ import select
 import signal
 import socket
 import sys
+import time
 import traceback
 
 import psutil
@@ -37,8 +38,11 @@ from .protocol import ForkLauncher, Spawn
 
 __all__ = ("main",)
 
-# At a shutdown, the most seconds to wait for workers to be reaped before exiting anyway.
-SHUTDOWN_LIMIT_S = 2
+# At a shutdown, workers get this long to end on SIGTERM (all at once), then SIGKILL.
+SHUTDOWN_GRACE_S = 1.0
+
+# At a shutdown, the most seconds before the launcher exits anyway.
+SHUTDOWN_LIMIT_S = 3
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -249,6 +253,18 @@ class _Launcher:
         if self.seed:
             return
         signal.alarm(SHUTDOWN_LIMIT_S)  # a backstop: SIGALRM's default ends the launcher
+        for pid in self.workers:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except OSError:
+                pass
+        watcher = select.poll()
+        watcher.register(self.wake_r, select.POLLIN)
+        deadline = time.monotonic() + SHUTDOWN_GRACE_S
+        while self.workers and (left := deadline - time.monotonic()) > 0:
+            watcher.poll(max(1, int(left * 1000)))  # woken by SIGCHLD
+            _drain(self.wake_r)
+            self._reap()
         for pid in self.workers:
             _killpg(pid)
             tree.kill_tree(pid)

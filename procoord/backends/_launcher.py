@@ -13,9 +13,11 @@ import asyncio
 import atexit
 import itertools
 import os
+import select
 import signal
 import socket
 import subprocess
+import time
 import weakref
 from typing import Protocol
 
@@ -79,6 +81,31 @@ async def open_launcher(loop: asyncio.AbstractEventLoop, timeout_s: float) -> La
     return Launcher(loop, sock, pid, None)
 
 
+# Every launcher of this process not yet let go of.
+_live: weakref.WeakSet[Launcher] = weakref.WeakSet()
+_exit_hook_registered = False
+
+
+def _close_all_at_exit(limit_s: float = 3.0) -> None:
+    """At exit, before any coordinator's finalizer: let every launcher go at once, so
+    all end their workers together (SIGTERM, a grace, SIGKILL), and wait for them."""
+    launchers = [la for la in _live if la.alive]
+    pidfds = [fd for fd in (pidfd_open(la.pid) for la in launchers) if fd is not None]
+    for launcher in launchers:
+        launcher.release()
+    watcher = select.poll()
+    for fd in pidfds:
+        watcher.register(fd, select.POLLIN)
+    deadline = time.monotonic() + limit_s
+    waiting = len(pidfds)
+    while waiting and (left := deadline - time.monotonic()) > 0:
+        for fd, _ in watcher.poll(max(1, int(left * 1000))):
+            watcher.unregister(fd)
+            waiting -= 1
+    for fd in pidfds:
+        os.close(fd)
+
+
 def pidfd_open(pid: int) -> int | None:
     """A file descriptor that becomes readable when ``pid`` exits (None where there is none)."""
     try:
@@ -111,6 +138,12 @@ class Launcher:
         # Dropped without close(): the socket's end of file stops the launcher.
         self._finalizer = weakref.finalize(self, _release, ours, self._proc)
         _reap_exited()
+        global _exit_hook_registered
+        _live.add(self)
+        if not _exit_hook_registered:
+            # Registered now, after the coordinators' finalizers: so it runs before them.
+            atexit.register(_close_all_at_exit)
+            _exit_hook_registered = True
 
     def spawn(self, rfd: int, wfd: int, name: str, title: str) -> asyncio.Future[int]:
         """Ask for a worker on these pipe ends (the caller still closes its copies);
@@ -163,6 +196,11 @@ class Launcher:
         """Let the launcher go: it ends the workers it still has, and exits."""
         self._gone()
 
+    def release(self) -> None:
+        """Close our end from any thread (at exit): the launcher ends its workers and exits."""
+        _live.discard(self)
+        self._finalizer()
+
     # -- events ---------------------------------------------------------------------
 
     def _on_readable(self) -> None:
@@ -203,6 +241,7 @@ class Launcher:
         if not self.alive:
             return
         self.alive = False
+        _live.discard(self)
         if not self.loop.is_closed():
             self.loop.remove_reader(self._sock.fileno())
         self._finalizer()
