@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -22,6 +23,7 @@ __all__ = ("main", "run_bench")
 def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Measure the selected scenarios; the whole report as JSON-ready data."""
     prof = Profiler(cfg.profile)
+    load_before = _load()
     figures: dict[str, Any] = {}
     rows: list[Row] = []
     started = time.perf_counter()
@@ -43,10 +45,19 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[str,
             "reps": cfg.reps_up_to(cfg.reps),
             "workers": cfg.workers,
             "seconds": round(time.perf_counter() - started, 1),
+            "load_average": {"before": load_before, "after": _load()},
         },
         "figures": figures,
         "table": [row.as_dict() for row in rows],
     }
+
+
+def _load() -> float | None:
+    """The 1-minute load average: how busy the machine was around the figures."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
 
 
 def _parse(argv: Sequence[str] | None) -> BenchConfig:
@@ -93,7 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     meta, m = report["meta"], report["meta"]["machine"]
     print(
         f"procoord bench {meta['date']}: {m['cpu']}, {m['cores']} cores, Python {m['python']}, "
-        f"parent loop {meta['parent_loop']}, {'quick' if cfg.quick else 'full'} run, {meta['seconds']} s"
+        f"parent loop {meta['parent_loop']}, {'quick' if cfg.quick else 'full'} run, {meta['seconds']} s, "
+        f"load average {meta['load_average']['before']} before, {meta['load_average']['after']} after"
     )
     print(
         "medians over repetitions; spread = half the range of procoord's repetitions; "

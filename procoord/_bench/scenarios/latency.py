@@ -159,7 +159,7 @@ def rows(fig: dict[str, Any], cfg: BenchConfig) -> list[Row]:
     out.append(
         Row(
             "a",
-            "no-op round trip p50 (us)",
+            "no-op round trip p50, vs cross-CPU echo (us)",
             med("procoord", "p50_us"),
             other=("cross-CPU echo", med("pinned", "p50_us")),
         )
