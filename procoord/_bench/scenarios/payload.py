@@ -1,10 +1,14 @@
-"""(d) Large arguments: a 1 MiB ``bytes`` argument echoed back, and a 64 MiB numpy
-buffer (out-of-band pickle buffers) when numpy imports."""
+"""(d) Large arguments: 1 MiB and 16 MiB ``bytes`` arguments echoed back, and a 64 MiB
+numpy buffer (out-of-band pickle buffers) when numpy imports; next to the same bytes
+echoed over a socketpair by a plain Python process."""
 
 from __future__ import annotations
 
 import importlib
 import os
+import socket
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -57,20 +61,63 @@ def _numpy_buffer(size: int) -> Any | None:
     return numpy.ones(size, dtype=numpy.uint8)
 
 
+# The same bytes echoed by a plain Python process over a socketpair: what the channel
+# between two processes moves, with no pickling and no event loop.
+RAW_ECHO_SOURCE = """import socket, sys
+s = socket.socket(fileno=int(sys.argv[1]))
+view = memoryview(bytearray(int(sys.argv[2])))
+while True:
+    got = 0
+    while got < len(view):
+        k = s.recv_into(view[got:])
+        if not k:
+            sys.exit(0)
+        got += k
+    s.sendall(view)
+"""
+
+
+def _raw(size: int, calls: int) -> float:
+    mine, theirs = socket.socketpair()
+    argv = [sys.executable, "-c", RAW_ECHO_SOURCE, str(theirs.fileno()), str(size)]
+    proc = subprocess.Popen(argv, pass_fds=[theirs.fileno()])
+    theirs.close()
+    data, back = os.urandom(size), memoryview(bytearray(size))
+
+    def once() -> None:
+        mine.sendall(data)
+        got = 0
+        while got < size:
+            got += mine.recv_into(back[got:])
+
+    try:
+        once()
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            once()
+        return time.perf_counter() - t0
+    finally:
+        mine.close()
+        proc.wait(10)
+
+
 def _echo_rates(cfg: BenchConfig, prof: Profiler, payload: Any, size: int, calls: int, reps: int) -> dict[str, Any]:
-    pc, ppes, pools = [], [], []
+    pc, ppes, pools, raws = [], [], [], []
     for _ in range(reps):
         pc.append(size * calls / prof.run(cfg, _procoord(cfg, payload, calls)) / MB)
         ppes.append(size * calls / _ppe(cfg, payload, calls) / MB)
         pools.append(size * calls / _pool(cfg, payload, calls) / MB)
-    return {"procoord": summary(pc), "ppe": summary(ppes), "pool": summary(pools)}
+        raws.append(size * calls / _raw(size, calls) / MB)
+    return {"procoord": summary(pc), "ppe": summary(ppes), "pool": summary(pools), "raw": summary(raws)}
 
 
 def measure(cfg: BenchConfig, prof: Profiler) -> dict[str, Any]:
     """MB/s of sequential echo round trips, each pool in turn."""
     out: dict[str, Any] = {
         "how": "sequential echo round trips; MB/s = argument bytes (1e6 per MB) per second of round trip",
+        "raw": "the same bytes echoed over a socketpair by a plain Python process (blocking, no pickling)",
         "1mib": _echo_rates(cfg, prof, os.urandom(MIB), MIB, cfg.echo_calls, cfg.reps_up_to(5)),
+        "16mib": _echo_rates(cfg, prof, os.urandom(16 * MIB), 16 * MIB, cfg.big_echo_calls, cfg.reps_up_to(3)),
     }
     big = _numpy_buffer(64 * MIB)
     if big is None:
@@ -83,7 +130,9 @@ def measure(cfg: BenchConfig, prof: Profiler) -> dict[str, Any]:
 def rows(fig: dict[str, Any], cfg: BenchConfig) -> list[Row]:
     """One row per payload."""
     out = []
-    for key, name in (("1mib", "1 MiB bytes echo (MB/s)"), ("64mib", "64 MiB numpy echo (MB/s)")):
+    names = (("1mib", "1 MiB bytes echo"), ("16mib", "16 MiB bytes echo"), ("64mib", "64 MiB numpy echo"))
+    for key, label in names:
+        name = f"{label} (MB/s)"
         node = fig[key]
         if "skipped" in node:
             out.append(Row("d", f"{name}: {node['skipped']}", None))
@@ -92,6 +141,7 @@ def rows(fig: dict[str, Any], cfg: BenchConfig) -> list[Row]:
             Row(
                 "d", name, median_of(node["procoord"]), spread(node["procoord"]),
                 ppe=median_of(node["ppe"]), pool=median_of(node["pool"]),
+                other=("socketpair echo", median_of(node["raw"])),
             )
         )  # fmt: skip
     return out
