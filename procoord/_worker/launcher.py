@@ -30,8 +30,6 @@ import sys
 import time
 import traceback
 
-import psutil
-
 from ..errors import describe_limit
 from . import pipe, protocol, tree
 from .protocol import ForkLauncher, Spawn
@@ -67,7 +65,7 @@ class _Launcher:
         # The seed's children are launchers: when one ends, what it started lives on.
         self.seed = seed
         self.workers: set[int] = set()
-        self.me = psutil.Process()
+        self.me = os.getpid()
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
@@ -239,13 +237,9 @@ class _Launcher:
 
     def _end_orphans(self) -> None:
         """End children that are not workers: processes orphaned by a worker that ended."""
-        try:
-            children = self.me.children()
-        except psutil.Error:
-            return
-        for child in children:
-            if child.pid not in self.workers:
-                tree.kill_tree(child.pid)
+        for child in tree.children(self.me):
+            if child not in self.workers:
+                tree.kill_tree(child)
 
     def _shutdown(self) -> None:
         """The parent is gone: end every worker and what it started, then exit (the

@@ -4,12 +4,13 @@ these do nothing)."""
 from __future__ import annotations
 
 import ctypes
+import os
 import signal
 import sys
 
 import psutil
 
-__all__ = ("become_subreaper", "end_descendants", "kill_tree", "set_title")
+__all__ = ("become_subreaper", "children", "descendants", "end_descendants", "kill_tree", "set_title")
 
 _PR_SET_NAME = 15
 _PR_SET_CHILD_SUBREAPER = 36
@@ -64,42 +65,68 @@ def set_title(name: str, title: str | None = None) -> None:
         pass
 
 
+def children(pid: int) -> list[int]:
+    """The pids of ``pid``'s children, from /proc/PID/task/*/children (a scan of every
+    process where the kernel does not have it)."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    found: list[int] = []
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                found.extend(int(p) for p in f.read().split())
+        except FileNotFoundError:
+            try:
+                return [p.pid for p in psutil.Process(pid).children()]
+            except psutil.Error:
+                return []
+        except OSError:
+            pass
+    return found
+
+
+def descendants(pid: int) -> list[int]:
+    """The pids below ``pid``, however deep, parents before their children."""
+    found: list[int] = []
+    todo = children(pid)
+    while todo:
+        found.extend(todo)
+        todo = [c for p in todo for c in children(p)]
+    return found
+
+
 def end_descendants(grace_s: float) -> None:
     """End every process this one started, however deep (and, as a subreaper, those
     orphaned below it): SIGTERM first, SIGKILL for those still there after ``grace_s``."""
-    try:
-        procs = psutil.Process().children(recursive=True)
-    except psutil.Error:
+    pids = descendants(os.getpid())
+    if not pids:
         return
-    if not procs:
-        return
-    for proc in procs:
-        _signal(proc, signal.SIGTERM)
+    for pid in pids:
+        _signal(pid, signal.SIGTERM)
+    procs = []
+    for pid in pids:
+        try:
+            procs.append(psutil.Process(pid))
+        except psutil.Error:
+            pass
     _, alive = psutil.wait_procs(procs, timeout=grace_s)
     for proc in alive:
-        _signal(proc, signal.SIGKILL)
+        _signal(proc.pid, signal.SIGKILL)
     # Started meanwhile, or orphaned to us by what was just ended.
-    try:
-        late = psutil.Process().children(recursive=True)
-    except psutil.Error:
-        return
-    for proc in late:
-        _signal(proc, signal.SIGKILL)
+    for pid in descendants(os.getpid()):
+        _signal(pid, signal.SIGKILL)
 
 
-def _signal(proc: psutil.Process, signum: int) -> None:
+def _signal(pid: int, signum: int) -> None:
     try:
-        proc.send_signal(signum)
-    except psutil.Error:
+        os.kill(pid, signum)
+    except OSError:
         pass
 
 
 def kill_tree(pid: int) -> None:
     """SIGKILL ``pid`` and everything below it (the caller reaps what are its children)."""
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return
-    for proc in procs:
-        _signal(proc, signal.SIGKILL)
+    for target in [pid, *descendants(pid)]:
+        _signal(target, signal.SIGKILL)
