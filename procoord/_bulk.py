@@ -37,9 +37,10 @@ from collections.abc import (
 )
 from itertools import islice
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, final
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, Unpack, final
 
 from ._misuse import async_for_needed
+from ._options import MapOptions, check_options
 from ._progress import ProgressBar, open_bar
 from .errors import SerializationError
 from .handle import JoinHandle
@@ -149,12 +150,14 @@ class MapIterator(Generic[T]):
         iterable: Iterable[Any] | AsyncIterable[Any],
         prefs: Pref,
         *,
-        ordered: bool = True,
-        window: int = DEFAULT_WINDOW,
-        progress: bool | Mapping[str, Any] = False,
         return_exceptions: bool = False,
-        timeout: float | None = None,
+        **options: Unpack[MapOptions],
     ) -> None:
+        check_options(options, MapOptions, "map")
+        ordered = options.get("ordered", True)
+        window = options.get("window", DEFAULT_WINDOW)
+        progress = options.get("progress", False)
+        timeout = options.get("timeout")
         if isinstance(window, bool) or not isinstance(window, int) or window < 1:
             raise ValueError(f"window must be an int >= 1, not {window!r}")
         self._items: Iterator[Any] | None = None
@@ -174,8 +177,8 @@ class MapIterator(Generic[T]):
         self._timeout = timeout
         self._bar: ProgressBar | None = None
         if progress:
-            options = progress if isinstance(progress, Mapping) else None
-            self._bar = open_bar(len(iterable) if isinstance(iterable, Sized) else None, options=options)
+            bar_options = progress if isinstance(progress, Mapping) else None
+            self._bar = open_bar(len(iterable) if isinstance(iterable, Sized) else None, options=bar_options)
         # Ordered: chunks (or failures) in input order.
         self._queue: deque[_Chunk | _Failed] = deque()
         self._queued_items = 0

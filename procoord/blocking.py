@@ -16,17 +16,30 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import inspect
 import threading
 import weakref
-from collections.abc import AsyncIterable, Callable, Coroutine, Hashable, Iterable, Iterator, Mapping
+from collections.abc import (
+    AsyncIterable,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Hashable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from types import TracebackType
-from typing import Any, Generic, Literal, Self, TypeVar, final, overload
+from typing import Any, Generic, Literal, Self, TypeVar, Unpack, final, overload
 
-from ._bulk import DEFAULT_WINDOW, MapIterator
+from ._bulk import MapIterator
+from ._options import CoordinatorOptions, MapOptions
 from ._typing import ResultT, TaskT
 from .backends._base import Backend
-from .coordinator import DEFAULT_RESTART_LIMIT, DEFAULT_RESTART_WINDOW_S, Coordinator
+from .coordinator import ERROR_EXIT_GRACE_S, Coordinator
 from .errors import CoordinatorClosedError
+from .handle import JoinHandle
 from .prefs import ANY, Pref
 from .processor import ProcessorLike
 from .stats import WorkerStats
@@ -34,6 +47,7 @@ from .stats import WorkerStats
 __all__ = ("BlockingCoordinator",)
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 # How long an unclosed facade's loop thread gets to close its coordinator when it is
 # collected or at interpreter exit: long enough for workers to finish a short running task
@@ -152,6 +166,24 @@ def _finalize(runner: _LoopThread) -> None:
         runner.thread.join(EXIT_GRACE_S)
 
 
+def _mirrors(async_fn: Callable[..., Any], blocking_note: str = "") -> Callable[[F], F]:
+    """Give a facade method the docstring of the Coordinator method it bridges (and a
+    note on what differs when it blocks); the surfaces test checks both stay in step."""
+
+    def wrap(fn: F) -> F:
+        doc = inspect.cleandoc(async_fn.__doc__ or "")
+        fn.__doc__ = doc + (f"\n\nBlocking: {blocking_note}" if blocking_note else "")
+        return fn
+
+    return wrap
+
+
+_FUTURE_NOTE = (
+    "returns a :class:`concurrent.futures.Future` of what the handle's join gives, once "
+    "the task is queued; ``future.cancel()`` cancels the task as ``JoinHandle.cancel`` does."
+)
+
+
 @final
 class BlockingCoordinator(Generic[TaskT, ResultT]):
     """A :class:`~procoord.Coordinator` for callers without asyncio, safe to use from
@@ -166,27 +198,9 @@ class BlockingCoordinator(Generic[TaskT, ResultT]):
     through :meth:`run_coroutine` and :attr:`coordinator`.
     """
 
-    def __init__(
-        self,
-        queue_threshold: int = 3,
-        *,
-        backend: Backend | None = None,
-        ewma_floor: float = 0.001,
-        max_pending: int | None = None,
-        task_timeout: float | None = None,
-        restart_limit: int = DEFAULT_RESTART_LIMIT,
-        restart_window: float = DEFAULT_RESTART_WINDOW_S,
-    ) -> None:
+    def __init__(self, queue_threshold: int = 3, **options: Unpack[CoordinatorOptions]) -> None:
         def build() -> Coordinator[TaskT, ResultT]:
-            return Coordinator[TaskT, ResultT](
-                queue_threshold,
-                backend=backend,
-                ewma_floor=ewma_floor,
-                max_pending=max_pending,
-                task_timeout=task_timeout,
-                restart_limit=restart_limit,
-                restart_window=restart_window,
-            )
+            return Coordinator[TaskT, ResultT](queue_threshold, **options)
 
         self._runner = _LoopThread(build)
         coord = self._runner.coordinator
@@ -203,8 +217,12 @@ class BlockingCoordinator(Generic[TaskT, ResultT]):
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        # As in ``async with``: on an error, do not wait for queued work.
-        self.close(cancel_pending=exc_type is not None)
+        if exc_type is None:
+            self.close()
+        else:
+            # As in ``async with``: on an error (or Ctrl-C), do not wait for queued work,
+            # and give running tasks a grace before their workers are killed.
+            self.close(cancel_pending=True, timeout=ERROR_EXIT_GRACE_S)
 
     # -- the generic bridge -----------------------------------------------------------
 
@@ -259,10 +277,11 @@ class BlockingCoordinator(Generic[TaskT, ResultT]):
 
     # -- workers --------------------------------------------------------------------
 
+    @_mirrors(Coordinator.register)
     def register(self, name: str, factory: Callable[..., Any], /, *args: Any, **kwargs: Any) -> None:
-        """Register a processor factory (see :meth:`Coordinator.register <procoord.Coordinator.register>`)."""
         self._sync(self._coord.register, name, factory, *args, **kwargs)
 
+    @_mirrors(Coordinator.add_worker)
     def add_worker(
         self,
         ident: Hashable,
@@ -272,17 +291,20 @@ class BlockingCoordinator(Generic[TaskT, ResultT]):
         backend: Backend | None = None,
         env: Mapping[str, str | None] | None = None,
     ) -> bool:
-        """Start a worker and wait until it can take tasks (see
-        :meth:`Coordinator.add_worker <procoord.Coordinator.add_worker>`)."""
         return self.run_coroutine(self._coord.add_worker(ident, processor, restart=restart, backend=backend, env=env))
 
+    @_mirrors(Coordinator.add_workers)
+    def add_workers(
+        self, factory: str, count: int, *, restart: bool = True, backend: Backend | None = None
+    ) -> list[str]:
+        return self.run_coroutine(self._coord.add_workers(factory, count, restart=restart, backend=backend))
+
+    @_mirrors(Coordinator.remove_worker)
     def remove_worker(self, ident: Hashable) -> bool:
-        """Retire a worker and wait until its process has exited (see
-        :meth:`Coordinator.remove_worker <procoord.Coordinator.remove_worker>`)."""
         return self.run_coroutine(self._coord.remove_worker(ident))
 
+    @_mirrors(Coordinator.workers)
     def workers(self) -> list[Hashable]:
-        """The idents of the current workers, in the order they were added."""
         return self._sync(self._coord.workers)
 
     def __len__(self) -> int:
@@ -293,29 +315,32 @@ class BlockingCoordinator(Generic[TaskT, ResultT]):
 
     # -- tasks ----------------------------------------------------------------------
 
+    @_mirrors(Coordinator.run, _FUTURE_NOTE)
     def run(
         self, task: TaskT, prefs: Pref = ANY, *, timeout: float | None = None
     ) -> concurrent.futures.Future[tuple[ResultT, Hashable]]:
-        """Queue a task; a :class:`concurrent.futures.Future` of ``(result, worker_ident)``.
+        return self.run_coroutine(self._queue(self._coord.run(task, prefs, timeout=timeout)))
 
-        It returns once the task is queued: it waits while ``max_pending`` tasks are
-        unfinished, and raises at once what :meth:`Coordinator.run
-        <procoord.Coordinator.run>` raises (``SerializationError``, ``NoWorkersError``,
-        ...). The task's own error is raised by ``future.result()``. ``future.cancel()``
-        cancels the task as :meth:`JoinHandle.cancel <procoord.JoinHandle.cancel>` does.
-        """
-        return self.run_coroutine(self._queue(task, prefs, timeout))
-
-    async def _queue(
-        self, task: TaskT, prefs: Pref, timeout: float | None
+    @_mirrors(Coordinator.run_nowait, _FUTURE_NOTE)
+    def run_nowait(
+        self, task: TaskT, prefs: Pref = ANY, *, timeout: float | None = None
     ) -> concurrent.futures.Future[tuple[ResultT, Hashable]]:
+        return self.run_coroutine(self._queue(_now(self._coord.run_nowait, task, prefs, timeout=timeout)))
+
+    @_mirrors(Coordinator.run_batch, _FUTURE_NOTE)
+    def run_batch(
+        self, tasks: Sequence[TaskT], prefs: Pref = ANY, *, timeout: float | None = None
+    ) -> concurrent.futures.Future[tuple[list[tuple[bool, Any]], Hashable]]:
+        return self.run_coroutine(self._queue(self._coord.run_batch(tasks, prefs, timeout=timeout)))
+
+    async def _queue(self, queued: Awaitable[JoinHandle[T]]) -> concurrent.futures.Future[T]:
         loop = asyncio.get_running_loop()
-        handle = await self._coord.run(task, prefs, timeout=timeout)
+        handle = await queued
         future = asyncio.run_coroutine_threadsafe(handle.join(), loop)
 
         runner = self._runner
 
-        def cancel_task(done: concurrent.futures.Future[tuple[ResultT, Hashable]]) -> None:
+        def cancel_task(done: concurrent.futures.Future[T]) -> None:
             # Once future.cancel() returns, a queued task can no longer start.
             if done.cancelled():
                 runner.call_and_wait(handle.cancel)
@@ -323,8 +348,8 @@ class BlockingCoordinator(Generic[TaskT, ResultT]):
         future.add_done_callback(cancel_task)
         return future
 
+    @_mirrors(Coordinator.call, "interrupting the caller (Ctrl-C) cancels the task likewise.")
     def call(self, task: TaskT, prefs: Pref = ANY, *, timeout: float | None = None) -> tuple[ResultT, Hashable]:
-        """Run the task and wait for it: ``(result, worker_ident)``; raises its error."""
         return self.run_coroutine(self._coord.call(task, prefs, timeout=timeout))
 
     @overload
@@ -333,11 +358,8 @@ class BlockingCoordinator(Generic[TaskT, ResultT]):
         iterable: Iterable[TaskT] | AsyncIterable[TaskT],
         prefs: Pref = ANY,
         *,
-        ordered: bool = True,
-        window: int = DEFAULT_WINDOW,
-        progress: bool | Mapping[str, Any] = False,
         return_exceptions: Literal[False] = False,
-        timeout: float | None = None,
+        **options: Unpack[MapOptions],
     ) -> BlockingMapIterator[tuple[ResultT, Hashable]]: ...
     @overload
     def map(
@@ -345,51 +367,39 @@ class BlockingCoordinator(Generic[TaskT, ResultT]):
         iterable: Iterable[TaskT] | AsyncIterable[TaskT],
         prefs: Pref = ANY,
         *,
-        ordered: bool = True,
-        window: int = DEFAULT_WINDOW,
-        progress: bool | Mapping[str, Any] = False,
         return_exceptions: bool,
-        timeout: float | None = None,
+        **options: Unpack[MapOptions],
     ) -> BlockingMapIterator[tuple[ResultT, Hashable] | BaseException]: ...
+    @_mirrors(
+        Coordinator.map,
+        "a plain iterator (:class:`BlockingMapIterator`); the iterable is read on the "
+        "coordinator's thread, one item at a time.",
+    )
     def map(
         self,
         iterable: Iterable[TaskT] | AsyncIterable[TaskT],
         prefs: Pref = ANY,
         *,
-        ordered: bool = True,
-        window: int = DEFAULT_WINDOW,
-        progress: bool | Mapping[str, Any] = False,
         return_exceptions: bool = False,
-        timeout: float | None = None,
+        **options: Unpack[MapOptions],
     ) -> BlockingMapIterator[Any]:
-        """A plain iterator of ``(result, worker_ident)``, with the semantics of
-        :meth:`Coordinator.map <procoord.Coordinator.map>`: at most ``window`` tasks
-        outstanding, input order when ``ordered``, errors raised (or yielded with
-        ``return_exceptions=True``), and leaving the loop early cancels what it queued.
-
-        The iterable is read on the coordinator's thread, one item at a time."""
-        aiter_ = self._sync(
-            self._coord.map,
-            iterable,
-            prefs,
-            ordered=ordered,
-            window=window,
-            progress=progress,
-            return_exceptions=return_exceptions,
-            timeout=timeout,
-        )
+        aiter_ = self._sync(self._coord.map, iterable, prefs, return_exceptions=return_exceptions, **options)
         return BlockingMapIterator(self, aiter_)
 
     # -- state ----------------------------------------------------------------------
 
+    @_mirrors(Coordinator.stats)
     def stats(self) -> dict[Hashable, WorkerStats]:
-        """A snapshot of every worker's load, keyed by ident (see
-        :meth:`Coordinator.stats <procoord.Coordinator.stats>`)."""
         return self.run_coroutine(self._coord.stats())
 
     @property
+    def max_pending(self) -> int | None:
+        """The back-pressure limit given to the constructor (None: no limit)."""
+        return self._coord.max_pending
+
+    @property
     def pending(self) -> int:
-        """Tasks submitted and not yet finished."""
+        """Tasks submitted and not yet finished, on every worker and in the shared queue."""
         return self._coord.pending
 
     @property
@@ -397,10 +407,8 @@ class BlockingCoordinator(Generic[TaskT, ResultT]):
         """Whether ``close`` has been called."""
         return self._coord.closed
 
-    def close(self, cancel_pending: bool = False) -> None:
-        """Close the coordinator (see :meth:`Coordinator.close <procoord.Coordinator.close>`)
-        and end its thread. After it returns no worker process is alive. Calling it
-        again, from any thread, is harmless."""
+    @_mirrors(Coordinator.close, "the coordinator's thread ends too. It may be called from any thread.")
+    def close(self, cancel_pending: bool = False, *, timeout: float | None = None) -> None:
         if self._runner.on_loop_thread():
             raise RuntimeError("a BlockingCoordinator cannot be closed from its own event loop")
         with self._close_lock:
@@ -408,7 +416,7 @@ class BlockingCoordinator(Generic[TaskT, ResultT]):
                 return
             try:
                 if self._runner.thread.is_alive():
-                    self.run_coroutine(self._coord.close(cancel_pending=cancel_pending))
+                    self.run_coroutine(self._coord.close(cancel_pending, timeout=timeout))
             finally:
                 self._finalizer.detach()
                 self._runner.request_stop(cancel_pending)
@@ -417,6 +425,10 @@ class BlockingCoordinator(Generic[TaskT, ResultT]):
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
         return f"<BlockingCoordinator {state} workers={len(self._coord)} pending={self._coord.pending}>"
+
+
+async def _now(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    return fn(*args, **kwargs)
 
 
 @final

@@ -28,12 +28,13 @@ import logging
 import weakref
 from collections.abc import AsyncIterable, Callable, Coroutine, Hashable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, Literal, Self, final, overload
+from typing import TYPE_CHECKING, Any, Generic, Literal, Self, Unpack, final, overload
 
 from . import _wire
-from ._bulk import DEFAULT_WINDOW, MapIterator
+from ._bulk import MapIterator
 from ._dispatch import Dispatcher
 from ._misuse import NotAwaited, async_with_needed, require_asyncio
+from ._options import CoordinatorOptions, MapOptions, check_options
 from ._slot import WorkerSlot
 from ._typing import ResultT, TaskT
 from .backends._base import Backend
@@ -57,6 +58,10 @@ ERROR_EXIT_GRACE_S = 5.0
 DEFAULT_RESTART_LIMIT = 5
 DEFAULT_RESTART_WINDOW_S = 60.0
 
+# Task times below this count as this for routing: below it the dispatch itself
+# dominates and the measurement is mostly noise.
+DEFAULT_EWMA_FLOOR_S = 0.001
+
 # run() lets the event loop turn once every this many calls: often enough that workers
 # are fed while a burst is issued, rarely enough to cost nothing measurable.
 YIELD_EVERY_RUNS = 64
@@ -79,25 +84,25 @@ class Coordinator(Generic[TaskT, ResultT]):
         queue_threshold: ``Preferred(ident)`` uses that worker while fewer than this
             many tasks are queued to it.
         backend: where workers run by default (``LocalBackend()`` when None).
-        ewma_floor: task times below this (seconds) count as this for routing.
-        max_pending: when set, ``run`` waits while this many tasks are unfinished.
+        ewma_floor: task times below this (seconds, default 0.001) count as this for
+            routing.
+        max_pending: when set, ``run`` waits while this many tasks are unfinished
+            (and ``run_nowait`` raises).
         task_timeout: default per-task timeout in seconds (None: no timeout).
-        restart_limit: a worker that crashes more than this many times within
-            ``restart_window`` seconds is marked failed instead of restarted.
+        restart_limit: a worker that crashes more than this many times (default 5)
+            within ``restart_window`` seconds (default 60) is marked failed instead
+            of restarted.
         restart_window: see ``restart_limit``.
     """
 
-    def __init__(
-        self,
-        queue_threshold: int = 3,
-        *,
-        backend: Backend | None = None,
-        ewma_floor: float = 0.001,
-        max_pending: int | None = None,
-        task_timeout: float | None = None,
-        restart_limit: int = DEFAULT_RESTART_LIMIT,
-        restart_window: float = DEFAULT_RESTART_WINDOW_S,
-    ) -> None:
+    def __init__(self, queue_threshold: int = 3, **options: Unpack[CoordinatorOptions]) -> None:
+        check_options(options, CoordinatorOptions, "Coordinator")
+        backend = options.get("backend")
+        ewma_floor = options.get("ewma_floor", DEFAULT_EWMA_FLOOR_S)
+        max_pending = options.get("max_pending")
+        task_timeout = options.get("task_timeout")
+        restart_limit = options.get("restart_limit", DEFAULT_RESTART_LIMIT)
+        restart_window = options.get("restart_window", DEFAULT_RESTART_WINDOW_S)
         if not isinstance(queue_threshold, int) or queue_threshold < 1:
             raise ValueError(f"queue_threshold must be an int >= 1, not {queue_threshold!r}")
         if ewma_floor < 0:
@@ -323,7 +328,7 @@ class Coordinator(Generic[TaskT, ResultT]):
         self._check_open()
         if self._ledger.full():
             await self._ledger.wait_for_space(self._check_open)
-        handle = self.run_nowait(task, prefs, timeout=timeout)
+        handle = self._submit(task, prefs, timeout, 0)
         self._runs_since_yield += 1
         if self._runs_since_yield >= YIELD_EVERY_RUNS:
             # A caller issuing a burst in a loop never lets the event loop turn: let the
@@ -335,8 +340,15 @@ class Coordinator(Generic[TaskT, ResultT]):
     def run_nowait(
         self, task: TaskT, prefs: Pref = ANY, *, timeout: float | None = None
     ) -> JoinHandle[tuple[ResultT, Hashable]]:
-        """Like :meth:`run`, without waiting for ``max_pending``; must be called on the
-        coordinator's event loop."""
+        """Like :meth:`run`, but never waits: when ``max_pending`` tasks are unfinished it
+        raises :class:`asyncio.QueueFull` (as ``Queue.put_nowait`` does), so a service
+        can answer "busy" at once. Must be called on the coordinator's event loop."""
+        if self._ledger.full():
+            self._check_open()
+            raise asyncio.QueueFull(
+                f"{self._ledger.unfinished} tasks are unfinished (max_pending={self._ledger.max_pending}); "
+                "await run() to wait for room, or try again later"
+            )
         return self._submit(task, prefs, timeout, 0)
 
     async def run_batch(
@@ -392,11 +404,8 @@ class Coordinator(Generic[TaskT, ResultT]):
         iterable: Iterable[TaskT] | AsyncIterable[TaskT],
         prefs: Pref = ANY,
         *,
-        ordered: bool = True,
-        window: int = DEFAULT_WINDOW,
-        progress: bool | Mapping[str, Any] = False,
         return_exceptions: Literal[False] = False,
-        timeout: float | None = None,
+        **options: Unpack[MapOptions],
     ) -> MapIterator[tuple[ResultT, Hashable]]: ...
     @overload
     def map(
@@ -404,47 +413,38 @@ class Coordinator(Generic[TaskT, ResultT]):
         iterable: Iterable[TaskT] | AsyncIterable[TaskT],
         prefs: Pref = ANY,
         *,
-        ordered: bool = True,
-        window: int = DEFAULT_WINDOW,
-        progress: bool | Mapping[str, Any] = False,
         return_exceptions: bool,
-        timeout: float | None = None,
+        **options: Unpack[MapOptions],
     ) -> MapIterator[tuple[ResultT, Hashable] | BaseException]: ...
     def map(
         self,
         iterable: Iterable[TaskT] | AsyncIterable[TaskT],
         prefs: Pref = ANY,
         *,
-        ordered: bool = True,
-        window: int = DEFAULT_WINDOW,
-        progress: bool | Mapping[str, Any] = False,
         return_exceptions: bool = False,
-        timeout: float | None = None,
+        **options: Unpack[MapOptions],
     ) -> MapIterator[Any]:
         """Run every item of ``iterable`` (sync or async) as a task; an async iterator of
         ``(result, worker_ident)``, in input order (``ordered=True``) or as they finish.
 
-        At most ``window`` tasks are outstanding at once (submitted and not yet yielded),
-        so memory stays flat over a huge or endless iterable, which is read lazily. A
-        failed task raises from the loop, or is yielded in its place with
-        ``return_exceptions=True``. Leaving the loop early cancels what it queued (a
-        queued task never runs). ``progress=True`` draws a progress bar on stderr (tqdm
-        when installed); a dict gives tqdm's options (``progress=dict(desc="pages")``).
-        ``timeout`` applies to each task, as in :meth:`run`::
+        Keyword options:
+            ordered: yield in input order (default True), else as tasks finish.
+            window: at most this many tasks (default 1024) are outstanding at once
+                (submitted and not yet yielded), so memory stays flat over a huge or
+                endless iterable, which is read lazily.
+            progress: draw a progress bar on stderr (tqdm when installed); a dict
+                gives tqdm's options (``progress=dict(desc="pages")``).
+            return_exceptions: yield a failed task's error in its place instead of
+                raising it from the loop.
+            timeout: applies to each task, as in :meth:`run`.
+
+        Leaving the loop early cancels what it queued (a queued task never runs)::
 
             async for result, worker in coord.map(range(1000), window=32):
                 ...
         """
         return MapIterator(
-            self,
-            self._dispatch.task_time_estimate,
-            iterable,
-            prefs,
-            ordered=ordered,
-            window=window,
-            progress=progress,
-            return_exceptions=return_exceptions,
-            timeout=timeout,
+            self, self._dispatch.task_time_estimate, iterable, prefs, return_exceptions=return_exceptions, **options
         )
 
     # -- stats ----------------------------------------------------------------------

@@ -10,7 +10,7 @@ import signal
 
 import pytest
 
-from procoord import Coordinator, TaskPrefs, WorkerLostError
+from procoord import BlockingCoordinator, Coordinator, TaskPrefs, WorkerLostError
 
 from . import _funcs
 from .conftest import DEADLOCK_TIMEOUT, BeaconFactory
@@ -104,3 +104,32 @@ async def test_worker_lost_says_whether_the_task_ran(beacons: BeaconFactory) -> 
         assert info.value.ran is False
         restored = pickle.loads(pickle.dumps(info.value))
         assert restored.ran is False and str(restored) == str(info.value)
+
+
+async def test_run_nowait_says_busy_when_max_pending_is_reached(beacons: BeaconFactory) -> None:
+    """Test that run_nowait raises QueueFull at once while max_pending tasks are
+    unfinished (run waits instead), and takes tasks again once there is room."""
+    started, release = beacons(), beacons()
+    async with Coordinator(max_pending=2) as coord:
+        await coord.add_worker("h", _funcs.Counter())
+        held = coord.run_nowait(("hold", started.path, release.path))
+        second = coord.run_nowait("second")
+        with pytest.raises(asyncio.QueueFull, match="max_pending=2"):
+            coord.run_nowait("third")
+        await started.wait()
+        await release.signal()
+        assert await held == ("released", "h") and await second == ("second", "h")
+        assert await coord.run_nowait("fourth") == ("fourth", "h")
+
+
+def test_blocking_facade_has_the_whole_surface() -> None:
+    """Test the facade's add_workers, run_batch, run_nowait, max_pending and close(timeout=)."""
+    with BlockingCoordinator(max_pending=1) as bc:
+        assert bc.max_pending == 1
+        bc.register("doubler", lambda: _funcs.double)
+        assert bc.add_workers("doubler", 2) == ["doubler-0", "doubler-1"]
+        outcomes, worker = bc.run_batch([1, 2, 3]).result(DEADLOCK_TIMEOUT)
+        assert outcomes == [(True, 2), (True, 4), (True, 6)] and worker in ("doubler-0", "doubler-1")
+        assert bc.run_nowait(5).result(DEADLOCK_TIMEOUT)[0] == 10
+        bc.close(timeout=DEADLOCK_TIMEOUT)
+        assert bc.closed
