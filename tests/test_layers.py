@@ -100,6 +100,8 @@ RULES: dict[str, set[str]] = {
     },
     "interface": {"_typing", "backends._base", "coordinator", "handle", "prefs", "processor", "stats", "errors"},
     "_demo": {"coordinator", "prefs", "processor", "stats"},
+    "executor": {"backends._base", "blocking", "coordinator", "errors", "prefs", "stats", "_options"},
+    "metrics": {"blocking", "coordinator", "stats"},
     # The package, the command line and the benchmark sit on top of everything.
     "__init__": ANY_MODULE,
     "__main__": ANY_MODULE,
