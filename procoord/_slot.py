@@ -20,6 +20,7 @@ from ._task import Task, TaskQueue
 from ._wire import Frame, Kind
 from .backends._base import Backend, WorkerChannel
 from .errors import (
+    CoordinatorClosedError,
     TaskTimeoutError,
     WorkerLostError,
     WorkerStartError,
@@ -43,6 +44,10 @@ INITIAL_ROUND_TRIP_S = 100e-6
 # so a crash loop does not burn a core while a transient failure recovers fast.
 BACKOFF_BASE_S = 0.1
 BACKOFF_MAX_S = 5.0
+
+# A worker told to stop that has nothing left to run gets this long to exit before it is
+# killed: a processor's non-daemon thread, for one, keeps its process from exiting.
+STOP_EXIT_GRACE_S = 2.0
 
 
 class SlotOwner(Protocol):
@@ -101,6 +106,9 @@ class WorkerSlot:
         self._killed_by = ""
         self._restart_task: asyncio.Task[None] | None = None
         self._stopped: asyncio.Future[None] | None = None
+        self._drain = False  # stopping: run what was written to the worker before STOP
+        self._stop_sent = False
+        self._exit_timer: asyncio.TimerHandle | None = None
 
     @property
     def owner(self) -> SlotOwner:
@@ -110,8 +118,21 @@ class WorkerSlot:
     # -- life cycle -----------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the process; raise WorkerStartError if it cannot."""
-        channel = await self.backend.start(self.ident, self.spec, self)
+        """Start the process; raise WorkerStartError if it cannot, and
+        CoordinatorClosedError if it was told to stop meanwhile (its process is then
+        gone when this returns)."""
+        try:
+            channel = await self.backend.start(self.ident, self.spec, self)
+        except BaseException:
+            self._resolve_stopped("stopped")
+            raise
+        if self._stopped is not None:  # stopped while it started: end it before going on
+            self.channel = channel
+            self.pid = channel.pid
+            self.state = "stopping"
+            channel.kill()
+            await asyncio.shield(self._stopped)
+            raise CoordinatorClosedError("the coordinator was closed while the worker was starting")
         self._attach(channel)
         logger.info("worker %r started (pid %s)", self.ident, self.pid)
 
@@ -148,25 +169,63 @@ class WorkerSlot:
     def is_async(self) -> bool:
         return self.channel is not None and self.channel.is_async
 
-    def begin_stop(self) -> None:
-        """Ask the worker to stop: it finishes its running task and hands back the
-        tasks queued in it (see ``stop``)."""
+    def begin_stop(self, drain: bool = False) -> None:
+        """Ask the worker to stop (see ``stop``). Idempotent; a stop without ``drain``
+        overrides a draining one (close after remove_worker)."""
         if self._restart_task is not None:
             self._restart_task.cancel()
             self._restart_task = None
+        if self.state == "starting":
+            if self._stopped is None:  # start() ends it once its process is there
+                self._stopped = asyncio.get_running_loop().create_future()
+            return
         if self.state in ("stopped", "failed") or self.channel is None:
             self.state = "stopped" if self.state != "failed" else "failed"
             return
         if self._stopped is None:
             self._stopped = asyncio.get_running_loop().create_future()
             self.state = "stopping"
-            self.channel.send([_wire.frame(Kind.STOP)])
+            self._drain = drain
+        elif not drain:
+            self._drain = False
+        if not (self._drain and self.inflight):
+            self._send_stop()
 
-    async def stop(self) -> None:
-        """Let the running task finish, hand back what was queued in the worker, and
-        wait for the process to exit."""
-        self.begin_stop()
-        if self._stopped is not None:
+    def _send_stop(self) -> None:
+        if not self._stop_sent and self.channel is not None:
+            self._stop_sent = True
+            self.channel.send([_wire.frame(Kind.STOP)])
+        self._arm_exit_timer()
+
+    def _arm_exit_timer(self) -> None:
+        if self._stop_sent and not self.inflight and self._exit_timer is None:
+            self._exit_timer = asyncio.get_running_loop().call_later(STOP_EXIT_GRACE_S, self._exit_overdue)
+
+    def _exit_overdue(self) -> None:
+        self._exit_timer = None
+        if self.channel is not None:
+            logger.warning(
+                "worker %r (pid %s) did not exit %g s after it stopped (a non-daemon thread?); killing it",
+                self.ident,
+                self.pid,
+                STOP_EXIT_GRACE_S,
+            )
+            self.channel.kill()
+
+    def _resolve_stopped(self, state: WorkerState | str) -> None:
+        if self._exit_timer is not None:
+            self._exit_timer.cancel()
+            self._exit_timer = None
+        if self._stopped is not None and not self._stopped.done():
+            self.state = state
+            self._stopped.set_result(None)
+
+    async def stop(self, drain: bool = False) -> None:
+        """Stop the worker and wait for its process to exit. It finishes its running
+        task; the tasks written to it behind that one run too with ``drain`` (a task the
+        worker has received is run), else it hands them back to be routed again."""
+        self.begin_stop(drain)
+        if self._stopped is not None and self.state not in ("stopped", "failed"):
             await asyncio.shield(self._stopped)
 
     def kill(self, killed_by: str = "") -> None:
@@ -183,6 +242,12 @@ class WorkerSlot:
             self._restart_task.cancel()
         if self.channel is not None:
             self.channel.terminate_sync(grace_s)
+        stopped = self._stopped
+        if stopped is not None and not stopped.get_loop().is_closed():
+            try:  # wake a stop() waiting for it (futures belong to their loop's thread)
+                stopped.get_loop().call_soon_threadsafe(self._resolve_stopped, "stopped")
+            except RuntimeError:  # the loop closed meanwhile: nobody waits
+                pass
 
     # -- sending --------------------------------------------------------------------
 
@@ -331,6 +396,8 @@ class WorkerSlot:
         if returned:
             owner.reroute(returned, self)
         self._update_head()
+        if self.state == "stopping" and not self.inflight:
+            self._send_stop()
         owner.pump()
 
     def _measured(self, task: Task, run_s: float) -> None:
@@ -363,10 +430,9 @@ class WorkerSlot:
                 self.owner.task_finished(inflight[0], error=lost)
             if inflight[1:]:
                 self.owner.reroute(inflight[1:], self)
-            self.state = "stopped"
             logger.info("worker %r (pid %s) stopped", self.ident, channel_pid)
-            if self._stopped is not None and not self._stopped.done():
-                self._stopped.set_result(None)
+            self.state = "stopped"
+            self._resolve_stopped("stopped")
             return
         timed_out, self._timed_out = self._timed_out, None
         if timed_out is None and inflight:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import inspect
+import logging
 import threading
 import weakref
 from collections.abc import (
@@ -37,7 +38,7 @@ from ._bulk import MapIterator
 from ._options import CoordinatorOptions, MapOptions
 from ._typing import ResultT, TaskT
 from .backends._base import Backend
-from .coordinator import ERROR_EXIT_GRACE_S, Coordinator
+from .coordinator import ERROR_EXIT_GRACE_S, Coordinator, terminate_workers
 from .errors import CoordinatorClosedError
 from .handle import JoinHandle
 from .prefs import ANY, Pref
@@ -47,6 +48,8 @@ from .stats import WorkerStats
 __all__ = ("BlockingCoordinator",)
 
 T = TypeVar("T")
+
+logger = logging.getLogger("procoord")
 F = TypeVar("F", bound=Callable[..., Any])
 
 # How long an unclosed facade's loop thread gets to close its coordinator when it is
@@ -219,10 +222,15 @@ class BlockingCoordinator(Generic[TaskT, ResultT]):
     ) -> None:
         if exc_type is None:
             self.close()
-        else:
-            # As in ``async with``: on an error (or Ctrl-C), do not wait for queued work,
-            # and give running tasks a grace before their workers are killed.
-            self.close(cancel_pending=True, timeout=ERROR_EXIT_GRACE_S)
+            return
+        # As in ``async with``: on an error (or Ctrl-C), do not wait for queued work,
+        # and give running tasks a grace before their workers are killed.
+        if issubclass(exc_type, KeyboardInterrupt) and self._coord.pending:
+            logger.warning(
+                "interrupted: stopping the workers; running tasks get %g s (Ctrl-C again to kill them now)",
+                ERROR_EXIT_GRACE_S,
+            )
+        self.close(cancel_pending=True, timeout=ERROR_EXIT_GRACE_S)
 
     # -- the generic bridge -----------------------------------------------------------
 
@@ -295,9 +303,15 @@ class BlockingCoordinator(Generic[TaskT, ResultT]):
 
     @_mirrors(Coordinator.add_workers)
     def add_workers(
-        self, factory: str, count: int, *, restart: bool = True, backend: Backend | None = None
+        self,
+        factory: str,
+        count: int,
+        *,
+        restart: bool = True,
+        backend: Backend | None = None,
+        env: Mapping[str, str | None] | None = None,
     ) -> list[str]:
-        return self.run_coroutine(self._coord.add_workers(factory, count, restart=restart, backend=backend))
+        return self.run_coroutine(self._coord.add_workers(factory, count, restart=restart, backend=backend, env=env))
 
     @_mirrors(Coordinator.remove_worker)
     def remove_worker(self, ident: Hashable) -> bool:
@@ -417,6 +431,10 @@ class BlockingCoordinator(Generic[TaskT, ResultT]):
             try:
                 if self._runner.thread.is_alive():
                     self.run_coroutine(self._coord.close(cancel_pending, timeout=timeout))
+            except KeyboardInterrupt:
+                # Interrupted while closing (a second Ctrl-C): no more waiting.
+                terminate_workers(self._coord)
+                raise
             finally:
                 self._finalizer.detach()
                 self._runner.request_stop(cancel_pending)

@@ -127,15 +127,17 @@ class Coordinator(Generic[TaskT, ResultT]):
         self._ledger = self._dispatch.ledger
         self._factories: dict[str, Factory] = {}
         self._runs_since_yield = 0
-        self._closing = False
-        self._closed: asyncio.Future[None] | None = None
+        self._closing = False  # no new tasks or workers
+        self._closed = False  # every worker process is gone
+        self._close_call: asyncio.Future[None] | None = None  # a close() at work
+        self._loop: asyncio.AbstractEventLoop | None = None
         # Whatever happens to this object, its processes go with it.
         self._finalizer = weakref.finalize(self, _terminate_all, self._slots, self._dispatch.retiring)
 
     # -- context manager ------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        require_asyncio("Coordinator")
+        self._check_loop()
         return self
 
     async def __aexit__(
@@ -215,14 +217,11 @@ class Coordinator(Generic[TaskT, ResultT]):
             restart_window_s=self.restart_window,
         )
         retiring = self._dispatch.retiring
-        retiring.add(slot)  # covered by the finalizer while it starts
+        retiring.add(slot)  # covered by the finalizer, and stopped by close(), while it starts
         try:
             await slot.start()
         finally:
             retiring.discard(slot)
-        if self._closing:
-            slot.kill()
-            raise CoordinatorClosedError("the coordinator was closed while the worker was starting")
         old = self._dispatch.install(slot)
         if old is not None:
             self._retire_in_background(old)
@@ -264,32 +263,36 @@ class Coordinator(Generic[TaskT, ResultT]):
         return idents
 
     async def remove_worker(self, ident: Hashable) -> bool:
-        """Retire a worker: it finishes its running task, its queued tasks go to other
-        workers (Any / Preferred) or fail with NoSuchWorkerError (Required), and its
-        process exits before this returns. False for an unknown ident."""
+        """Retire a worker: it finishes its running task and the tasks already sent to
+        it, its queued tasks go to other workers (Any / Preferred) or fail with
+        NoSuchWorkerError (Required), and its process exits before this returns. False
+        for an unknown ident. Cancelling the call leaves the retirement going on (and
+        ``close`` still waits for it)."""
+        self._check_loop()
         slot = self._dispatch.slots.pop(ident, None)
         if slot is None:
             return False
-        await self._retire(slot)
+        await asyncio.shield(self._retire_in_background(slot))
         return True
 
     async def _retire(self, slot: WorkerSlot) -> None:
         retiring = self._dispatch.retiring
-        retiring.add(slot)
+        retiring.add(slot)  # until its process is gone, whatever happens to the caller
         try:
             self._dispatch.withdraw(slot)
-            await self._stop_slot(slot)
+            await self._stop_slot(slot, drain=True)
         finally:
             retiring.discard(slot)
 
-    def _retire_in_background(self, slot: WorkerSlot) -> None:
+    def _retire_in_background(self, slot: WorkerSlot) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(self._retire(slot))
         task.add_done_callback(_log_failure)
+        return task
 
-    async def _stop_slot(self, slot: WorkerSlot, deadline: float | None = None) -> None:
+    async def _stop_slot(self, slot: WorkerSlot, deadline: float | None = None, *, drain: bool = False) -> None:
         """Stop a worker; kill it if it is still there at ``deadline`` (loop time)."""
         try:
-            await asyncio.wait_for(slot.stop(), _remaining(asyncio.get_running_loop(), deadline))
+            await asyncio.wait_for(slot.stop(drain), _remaining(asyncio.get_running_loop(), deadline))
         except TimeoutError:
             logger.warning("worker %r (pid %s) did not stop in time; killing it", slot.ident, slot.pid)
             slot.kill("close() when its timeout ran out")
@@ -343,8 +346,8 @@ class Coordinator(Generic[TaskT, ResultT]):
         """Like :meth:`run`, but never waits: when ``max_pending`` tasks are unfinished it
         raises :class:`asyncio.QueueFull` (as ``Queue.put_nowait`` does), so a service
         can answer "busy" at once. Must be called on the coordinator's event loop."""
+        self._check_open()
         if self._ledger.full():
-            self._check_open()
             raise asyncio.QueueFull(
                 f"{self._ledger.unfinished} tasks are unfinished (max_pending={self._ledger.max_pending}); "
                 "await run() to wait for room, or try again later"
@@ -452,6 +455,7 @@ class Coordinator(Generic[TaskT, ResultT]):
     async def stats(self) -> dict[Hashable, WorkerStats]:
         """A snapshot of every worker's load, keyed by ident. Never waits on a worker:
         load figures are those the workers last reported (every 0.25 s by default)."""
+        self._check_loop()
         return {ident: slot.snapshot() for ident, slot in self._slots.items()}
 
     @property
@@ -471,14 +475,25 @@ class Coordinator(Generic[TaskT, ResultT]):
         """Whether ``close`` has been called."""
         return self._closing
 
+    def _check_loop(self) -> None:
+        """Bind the coordinator to the running event loop on first use; refuse any other."""
+        loop = require_asyncio("Coordinator")
+        if self._loop is None:
+            self._loop = loop
+        elif loop is not self._loop:
+            raise RuntimeError(f"this Coordinator is used from another event loop than the one it runs on; {_ONE_LOOP}")
+
     def _check_open(self) -> None:
+        self._check_loop()
         if self._closing:
             raise CoordinatorClosedError("the coordinator is closed; create a new one")
 
     async def close(self, cancel_pending: bool = False, *, timeout: float | None = None) -> None:
         """Stop accepting tasks, let queued and running tasks finish, and stop every
         worker process. After this returns no worker process of this coordinator is
-        alive. Calling it again waits for the first call to finish.
+        alive. Calling it while another call is at work waits for that one; a call
+        that was cancelled (``asyncio.wait_for``) leaves the job to the next one, which
+        finishes it (with its own ``timeout``).
 
         Args:
             cancel_pending: fail queued tasks with CoordinatorClosedError instead of
@@ -487,13 +502,15 @@ class Coordinator(Generic[TaskT, ResultT]):
                 (their running tasks fail with WorkerLostError) and tasks not started
                 fail with CoordinatorClosedError. None waits as long as it takes.
         """
+        self._check_loop()
         loop = asyncio.get_running_loop()
-        if self._closed is not None:
-            await asyncio.shield(self._closed)
-            return
         _check_timeout(timeout)
+        while self._close_call is not None:  # another close() is at work
+            await asyncio.shield(self._close_call)
+        if self._closed:
+            return
         deadline = None if timeout is None else loop.time() + timeout
-        self._closed = loop.create_future()
+        call = self._close_call = loop.create_future()
         self._closing = True
         dispatch = self._dispatch
         try:
@@ -511,15 +528,24 @@ class Coordinator(Generic[TaskT, ResultT]):
                 slot.begin_stop()
             await asyncio.gather(*(self._stop_slot(s, deadline) for s in slots))
             dispatch.fail_queued()  # anything left waiting for a restart that will not come
+            self._closed = True
             self._finalizer.detach()
             if self._own_backend is not None:
                 self._own_backend.close()
         finally:
-            self._closed.set_result(None)
+            self._close_call = None
+            call.set_result(None)
 
     def __repr__(self) -> str:
         state = "closed" if self._closing else "open"
         return f"<Coordinator {state} workers={len(self._slots)} pending={self._ledger.unfinished}>"
+
+
+_ONE_LOOP = (
+    "a Coordinator belongs to the event loop it first ran on (its workers' channels are "
+    "driven by that loop). Use procoord.BlockingCoordinator to share one between threads, "
+    "or create one Coordinator per event loop"
+)
 
 
 def _remaining(loop: asyncio.AbstractEventLoop, deadline: float | None) -> float | None:
@@ -529,6 +555,12 @@ def _remaining(loop: asyncio.AbstractEventLoop, deadline: float | None) -> float
 def _check_timeout(timeout: float | None) -> None:
     if timeout is not None and not timeout > 0:
         raise ValueError(f"a timeout must be a positive number of seconds, not {timeout!r}")
+
+
+def terminate_workers(coord: Coordinator) -> None:
+    """End every worker process of ``coord`` now, from any thread (SIGTERM, then SIGKILL
+    after a short grace); for a caller that cannot wait for ``close`` any more."""
+    coord._finalizer()
 
 
 def _terminate_all(slots: dict[Hashable, WorkerSlot], retiring: set[WorkerSlot]) -> None:

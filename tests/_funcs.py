@@ -439,3 +439,20 @@ def _running(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
     except OSError:
         return False
+
+
+def signalling_blocked_factory(paths: tuple[str, str, str]) -> Any:
+    """A factory that writes its pid to ``pid_file``, signals ``started``, then waits
+    for ``release`` before building."""
+    started, release, pid_file = paths
+    with open(pid_file, "w") as f:
+        f.write(str(os.getpid()))
+    signal_beacon(started)
+    wait_beacon(release)
+    return double
+
+
+def start_lingering_thread(task: Any) -> Any:
+    """Start a non-daemon thread that never ends (it would keep the process from exiting)."""
+    threading.Thread(target=threading.Event().wait, daemon=False).start()
+    return task

@@ -373,7 +373,8 @@ async def test_add_worker_replaces_and_retires_old(coord: Coordinator) -> None:
 
 
 async def test_remove_worker(beacons: BeaconFactory) -> None:
-    """Test remove_worker: finishes the running task, re-routes Any, fails Required, exits."""
+    """Test remove_worker: finishes the running task and those already sent to the worker,
+    re-routes Any, fails the Required tasks never sent, exits."""
     started, release = beacons(), beacons()
     async with Coordinator() as coord:
         assert await coord.remove_worker("nobody") is False
@@ -383,16 +384,20 @@ async def test_remove_worker(beacons: BeaconFactory) -> None:
         required = [await coord.run((started.path, release.path), TaskPrefs.Required("r")) for _ in range(3)]
         preferred = await coord.run(7, TaskPrefs.Preferred("r"))  # over the threshold: Any
         await coord.add_worker("other", _funcs.double)
-        pid = (await coord.stats())["r"].pid
-        assert pid is not None
+        stats = (await coord.stats())["r"]
+        pid, sent = stats.pid, stats.in_flight - 1
+        assert pid is not None and sent < len(required)
         removal = asyncio.ensure_future(coord.remove_worker("r"))
-        # Tasks still in the parent fail at once; one already handed to the worker's pipe
-        # is given back when the running task ends.
+        # Tasks still in the parent fail at once; those already in the worker's pipe run.
         with pytest.raises(NoSuchWorkerError):
             await required[-1]
         await release.signal()
         assert await running == ("released", "r")
-        for h in required:
+        for h in required[:sent]:
+            await started.wait()
+            await release.signal()
+            assert await h == ("released", "r")
+        for h in required[sent:]:
             with pytest.raises(NoSuchWorkerError):
                 await h
         assert await preferred == (14, "other")

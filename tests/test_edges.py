@@ -4,15 +4,28 @@ while something else is under way, foreign loops and threads."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import pickle
 import signal
+import subprocess
+import sys
+from pathlib import Path
 
+import psutil
 import pytest
 
-from procoord import BlockingCoordinator, Coordinator, TaskPrefs, WorkerLostError
+from procoord import (
+    BlockingCoordinator,
+    Coordinator,
+    CoordinatorClosedError,
+    NoSuchWorkerError,
+    TaskPrefs,
+    WorkerLostError,
+)
 
 from . import _funcs
+from ._run import ROOT
 from .conftest import DEADLOCK_TIMEOUT, BeaconFactory
 
 # Enough queued handles that cancelling them one by one, last to first, takes minutes
@@ -133,3 +146,200 @@ def test_blocking_facade_has_the_whole_surface() -> None:
         assert bc.run_nowait(5).result(DEADLOCK_TIMEOUT)[0] == 10
         bc.close(timeout=DEADLOCK_TIMEOUT)
         assert bc.closed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+async def test_close_during_add_worker_leaves_no_worker(beacons: BeaconFactory, tmp_path: Path) -> None:
+    """Test that close() while an add_worker is in flight waits for that worker and ends
+    it: add_worker raises CoordinatorClosedError, and once close returns its process is gone."""
+    started, release = beacons(), beacons()
+    pid_file = tmp_path / "pid"
+    coord = Coordinator()
+    await coord.add_worker("w", _funcs.double)
+    coord.register("slow", _funcs.signalling_blocked_factory, (started.path, release.path, str(pid_file)))
+    adding = asyncio.ensure_future(coord.add_worker("late", "slow"))
+    await started.wait()
+    pid = int(pid_file.read_text())
+    closing = asyncio.ensure_future(coord.close())
+    await release.signal()
+    await asyncio.wait_for(closing, DEADLOCK_TIMEOUT)
+    assert not _alive(pid)
+    with pytest.raises(CoordinatorClosedError):
+        await adding
+
+
+async def test_cancelled_close_can_be_finished_later(beacons: BeaconFactory) -> None:
+    """Test that a close() cancelled by wait_for leaves the job to a later close(timeout=),
+    which kills the busy worker; meanwhile the finalizer stays armed."""
+    started, release = beacons(), beacons()
+    coord = Coordinator()
+    await coord.add_worker("h", _funcs.hold)
+    running = await coord.run((started.path, release.path))
+    await started.wait()
+    pid = (await coord.stats())["h"].pid
+    assert pid is not None
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(coord.close(), 0.05)
+    assert coord.closed and _alive(pid)
+    await coord.close(timeout=0.5)
+    assert not _alive(pid)
+    with pytest.raises(WorkerLostError):
+        await running
+
+
+async def test_cancelled_remove_worker_still_retires_it(beacons: BeaconFactory) -> None:
+    """Test that a remove_worker cancelled by wait_for leaves the retirement going on:
+    the worker is unlisted, finishes its task and exits; close() waits for it."""
+    started, release = beacons(), beacons()
+    async with Coordinator() as coord:
+        await coord.add_worker("h", _funcs.hold)
+        running = await coord.run((started.path, release.path))
+        await started.wait()
+        pid = (await coord.stats())["h"].pid
+        assert pid is not None
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(coord.remove_worker("h"), 0.05)
+        assert coord.workers() == [] and _alive(pid)
+        await release.signal()
+        assert await running == ("released", "h")
+        await coord.close()
+        assert not _alive(pid)
+
+
+async def test_non_daemon_thread_does_not_hang_remove_or_close(coord: Coordinator) -> None:
+    """Test that a processor that started a non-daemon thread does not make
+    remove_worker or close wait forever for its process."""
+    await coord.add_worker("a", _funcs.start_lingering_thread)
+    await coord.add_worker("b", _funcs.start_lingering_thread)
+    assert await coord.call(1, TaskPrefs.Required("a")) == (1, "a")
+    assert await coord.call(2, TaskPrefs.Required("b")) == (2, "b")
+    pids = [s.pid for s in (await coord.stats()).values()]
+    assert await asyncio.wait_for(coord.remove_worker("a"), DEADLOCK_TIMEOUT)
+    await asyncio.wait_for(coord.close(), DEADLOCK_TIMEOUT)
+    assert not any(_alive(pid) for pid in pids if pid is not None)
+
+
+async def test_remove_worker_runs_the_tasks_it_sent(beacons: BeaconFactory) -> None:
+    """Test that remove_worker of a busy worker runs the Required tasks already sent to
+    it (not handed back to fail with NoSuchWorkerError); only tasks never sent fail."""
+    started, release = beacons(), beacons()
+    async with Coordinator() as coord:
+        await coord.add_worker("h", _funcs.Counter())
+        held = await coord.run(("hold", started.path, release.path), TaskPrefs.Required("h"))
+        await started.wait()
+        behind = [await coord.run(("sent", i), TaskPrefs.Required("h")) for i in range(3)]
+        sent = (await coord.stats())["h"].in_flight - 1
+        assert sent >= 1
+        removing = asyncio.ensure_future(coord.remove_worker("h"))
+        await _until(lambda: "h" not in coord)
+        await release.signal()
+        assert await removing is True
+        assert await held == ("released", "h")
+        outcomes = await asyncio.gather(*(h.join() for h in behind), return_exceptions=True)
+        assert outcomes[:sent] == [(("sent", i), "h") for i in range(sent)]
+        assert all(isinstance(o, NoSuchWorkerError) for o in outcomes[sent:])
+
+
+def test_coordinator_refuses_another_loop_or_thread() -> None:
+    """Test that a coordinator used from a second asyncio.run, or from another thread,
+    raises RuntimeError naming the fix at once, and that nothing hangs."""
+    box = {"coord": Coordinator()}  # dropped at the end: its finalizer stops the workers
+
+    async def first() -> None:
+        coord = box["coord"]
+        await coord.add_worker("w", _funcs.double)
+        assert await coord.call(2) == (4, "w")
+
+        def from_thread() -> BaseException | None:
+            try:
+                coord.run_nowait(1)
+            except RuntimeError as exc:
+                return exc
+            return None
+
+        error = await asyncio.to_thread(from_thread)
+        assert isinstance(error, RuntimeError) and "BlockingCoordinator" in str(error)
+
+        def other_loop() -> None:
+            with pytest.raises(RuntimeError, match="BlockingCoordinator"):
+                asyncio.run(coord.run(1))
+
+        await asyncio.to_thread(other_loop)
+        assert await coord.call(3) == (6, "w")
+
+    asyncio.run(first())
+
+    async def second() -> None:
+        coord = box["coord"]
+        with pytest.raises(RuntimeError, match="one Coordinator per event loop"):
+            await coord.call(2)
+        with pytest.raises(RuntimeError, match="BlockingCoordinator"):
+            await coord.close()
+
+    asyncio.run(second())
+    box.clear()
+    gc.collect()  # the finalizer stops the workers (the no-leak check waits for them)
+
+
+INTERRUPTED_SCRIPT = """
+import logging, sys
+from procoord import BlockingCoordinator
+from tests import _funcs
+
+logging.basicConfig(level=logging.WARNING, format="%(message)s")
+with BlockingCoordinator() as bc:
+    bc.add_worker("w", _funcs.hold)
+    print(bc.stats()["w"].pid, flush=True)
+    bc.call((sys.argv[1], sys.argv[2]))  # never released: it runs until killed
+"""
+
+
+def _start_interrupted_script(beacons: BeaconFactory) -> tuple[subprocess.Popen[str], int]:
+    """Start the script; return once its task runs."""
+    started, release = beacons(), beacons()
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", INTERRUPTED_SCRIPT, started.path, release.path],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    pid = int(proc.stdout.readline())
+    asyncio.run(started.wait())
+    return proc, pid
+
+
+def test_blocking_ctrl_c_gives_running_tasks_the_grace_then_kills(beacons: BeaconFactory) -> None:
+    """Test that a BlockingCoordinator left by Ctrl-C kills a long running task after
+    the same grace as async with, instead of waiting for it to end."""
+    proc, worker_pid = _start_interrupted_script(beacons)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=DEADLOCK_TIMEOUT)
+    assert "KeyboardInterrupt" in stderr and "did not stop in time" in stderr
+    assert not _alive(worker_pid)
+
+
+def test_blocking_second_ctrl_c_exits_at_once(beacons: BeaconFactory) -> None:
+    """Test that a second Ctrl-C during that grace kills the workers and exits."""
+    proc, worker_pid = _start_interrupted_script(beacons)
+    proc.send_signal(signal.SIGINT)
+    assert proc.stderr is not None
+    before = []
+    while not before or "Ctrl-C again" not in before[-1]:
+        before.append(proc.stderr.readline())
+        assert before[-1], "".join(before)
+    proc.send_signal(signal.SIGINT)
+    _, rest = proc.communicate(timeout=DEADLOCK_TIMEOUT)
+    stderr = "".join(before) + rest
+    assert "KeyboardInterrupt" in stderr and "did not stop in time" not in stderr, stderr
+    assert not _alive(worker_pid)

@@ -89,23 +89,26 @@ async def test_errors_and_fifo_state(icoord: Coordinator) -> None:
 
 
 async def test_remove_worker_reroutes_and_fails_required(icoord: Coordinator) -> None:
-    """Test that removing a busy worker lets its running task finish, moves queued Any
-    tasks to another worker and fails queued Required ones."""
+    """Test that removing a busy worker lets it finish its running task and the ones
+    already sent to it, moves queued Any tasks to another worker and fails queued
+    Required ones."""
     await icoord.add_worker("a", work)
     running = await icoord.run(("wait", "r", "done"), TaskPrefs.Required("a"))
     await gate("r:started").wait()
     await icoord.add_worker("b", work)
-    required = await icoord.run("req", TaskPrefs.Required("a"))
-    anyone = [await icoord.run(("wait", "b", i), TaskPrefs.Preferred("a")) for i in range(2)]
+    required = [await icoord.run(("req", i), TaskPrefs.Required("a")) for i in range(10)]
+    sent = (await icoord.stats())["a"].in_flight - 1
+    anyone = [await icoord.run(("wait", "b", i), TaskPrefs.Any) for i in range(2)]
     removing = asyncio.ensure_future(icoord.remove_worker("a"))
     gate("b").set()
     assert [await h for h in anyone] == [(0, "b"), (1, "b")]
     gate("r").set()
     assert await removing is True
     assert await running == ("done", "a")
-    with pytest.raises(NoSuchWorkerError):
-        await required
-    assert "req" not in RAN and icoord.workers() == ["b"] and icoord.pending == 0
+    outcomes = await asyncio.gather(*(h.join() for h in required), return_exceptions=True)
+    assert outcomes[:sent] == [(("req", i), "a") for i in range(sent)]
+    assert all(isinstance(o, NoSuchWorkerError) for o in outcomes[sent:]) and sent < 10
+    assert icoord.workers() == ["b"] and icoord.pending == 0
 
 
 async def test_replacing_a_worker_keeps_its_queue(icoord: Coordinator) -> None:

@@ -19,8 +19,8 @@ import asyncio
 from collections.abc import Hashable, Sequence
 
 from .. import _remote, _wire
-from .._worker.core import WorkerCore
 from .._wire import Frame, FrameReader, Kind
+from .._worker.core import WorkerCore
 from ..errors import WorkerStartError
 from ..processor import ProcessorSpec
 from ._base import ChannelHandler
