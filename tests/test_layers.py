@@ -11,8 +11,9 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "procoord"
 
-WORKER_SIDE = {"_wire", "errors", "processor"}
-"""What the code that runs in a worker process may import (plus itself)."""
+WORKER_SIDE = {"_typing", "_wire", "errors", "processor"}
+"""What the code that runs in a worker process may import (plus itself): the wire, the
+errors, the processor spec and its type variables."""
 
 ANY_MODULE = {"*"}
 
