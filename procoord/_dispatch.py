@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import Hashable, Sequence
 from typing import Any
 
@@ -21,6 +22,7 @@ from ._slot import WorkerSlot
 from ._task import Payload, Task, TaskQueue
 from .errors import CoordinatorClosedError, NoSuchWorkerError, NoWorkersError, WorkerLostError
 from .prefs import Pref, Preferred, Required, _Any
+from .stats import WorkerStats
 
 __all__ = ("Dispatcher",)
 
@@ -122,6 +124,10 @@ class Dispatcher:
         self._fail_unroutable()
         self.pump()
 
+    def stats(self) -> dict[Hashable, WorkerStats]:
+        """A snapshot of every worker's load, keyed by ident."""
+        return {ident: _snapshot(slot) for ident, slot in self.slots.items()}
+
     def task_time_estimate(self) -> float | None:
         """Mean measured task time of the ready workers (seconds), or None before any."""
         times = [s.ewma_s for s in self.slots.values() if s.ready and s.ewma_s is not None]
@@ -220,3 +226,26 @@ class Dispatcher:
 
 def _never_ran(slot: WorkerSlot) -> WorkerLostError:
     return WorkerLostError(slot.ident, slot.pid, None, "the worker failed and is not restarted", ran=False)
+
+
+def _snapshot(slot: WorkerSlot) -> WorkerStats:
+    state: Any = slot.state
+    if state == "ready" or state == "stopping":
+        state = "busy" if slot.inflight else "idle"
+    alive = slot.alive
+    return WorkerStats(
+        ident=slot.ident,
+        pid=slot.pid,
+        state=state,
+        queue_len=slot.queue_len,
+        in_flight=len(slot.inflight),
+        completed=slot.completed,
+        failed=slot.failed,
+        ewma_ms=None if slot.ewma_s is None else slot.ewma_s * 1000.0,
+        cpu_percent=slot.cpu_percent if alive else 0.0,
+        rss_bytes=slot.rss_bytes if alive else 0,
+        uptime_s=time.monotonic() - slot.ready_at if alive else 0.0,
+        restarts=slot.restarts,
+        factory=slot.spec.factory,
+        backend=slot.backend.name,
+    )

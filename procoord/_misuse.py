@@ -13,7 +13,7 @@ import sys
 from collections.abc import Coroutine, Generator
 from typing import Any, NoReturn, TypeVar
 
-__all__ = ("NotAwaited", "async_with_needed", "async_for_needed", "require_asyncio")
+__all__ = ("NotAwaited", "async_with_needed", "async_for_needed", "bound_loop", "require_asyncio")
 
 T = TypeVar("T")
 
@@ -99,6 +99,21 @@ def require_asyncio(what: str) -> asyncio.AbstractEventLoop:
         "asyncio.run() (or uvloop.run()); code without asyncio uses procoord.BlockingCoordinator "
         "or procoord.Executor"
     ) from None
+
+
+def bound_loop(bound: asyncio.AbstractEventLoop | None, what: str) -> asyncio.AbstractEventLoop:
+    """The running loop, when it is ``bound`` (or nothing is bound yet); else a
+    RuntimeError naming the fix: an object driven by one event loop used from another
+    loop or thread."""
+    loop = require_asyncio(what)
+    if bound is not None and loop is not bound:
+        raise RuntimeError(
+            f"this {what} is used from another event loop than the one it runs on: a {what} "
+            "belongs to the event loop it first ran on (its workers' channels are driven by "
+            "that loop). Use procoord.BlockingCoordinator to share one between threads, or "
+            f"create one {what} per event loop"
+        )
+    return loop
 
 
 def _under_trio() -> bool:

@@ -11,11 +11,11 @@ import asyncio
 import logging
 import time
 import weakref
-from collections import deque
 from collections.abc import Hashable, Sequence
 from typing import Any, Protocol
 
 from . import _logs, _remote, _wire, balancer
+from ._restarts import RestartPolicy
 from ._task import Task, TaskQueue
 from ._wire import Frame, Kind
 from .backends._base import Backend, WorkerChannel
@@ -28,22 +28,9 @@ from .errors import (
 )
 from .prefs import Required
 from .processor import ProcessorSpec
-from .stats import WorkerState, WorkerStats
+from .stats import WorkerState
 
 logger = logging.getLogger("procoord")
-
-# Upper bound of the in-flight window: past ~64 no-op tasks per round trip the pipe is
-# already saturated, and every task written is one that can no longer be re-routed.
-MAX_WINDOW = 64
-
-# First guess of the channel's round trip (write to result, minus the run time), until
-# measured: about two cross-CPU wake-ups on a typical Linux box.
-INITIAL_ROUND_TRIP_S = 100e-6
-
-# Restart back-off: the first restart is immediate, then 0.1 s, 0.2 s, ... up to 5 s,
-# so a crash loop does not burn a core while a transient failure recovers fast.
-BACKOFF_BASE_S = 0.1
-BACKOFF_MAX_S = 5.0
 
 # A worker told to stop that has nothing left to run gets this long to exit before it is
 # killed: a processor's non-daemon thread, for one, keeps its process from exiting.
@@ -79,21 +66,15 @@ class WorkerSlot:
         self.ident = ident
         self.spec = spec
         self.backend = backend
-        self.restart_enabled = restart
-        self.restart_limit = restart_limit
-        self.restart_window_s = restart_window_s
+        self._policy = RestartPolicy(restart, restart_limit, restart_window_s)
         self.channel: WorkerChannel | None = None
         self.state: WorkerState | str = "starting"
         self._queue = TaskQueue()
         self.inflight: dict[int, Task] = {}
-        self.ewma_s: float | None = None
-        self.recent_max_s = 0.0
-        self.round_trip_s = INITIAL_ROUND_TRIP_S
-        self.depth = balancer.window_depth(None, INITIAL_ROUND_TRIP_S, MAX_WINDOW)
+        self.window = balancer.Window()
         self.completed = 0
         self.failed = 0
         self.restarts = 0
-        self.crash_times: deque[float] = deque()
         self.last_given = 0
         self.cpu_percent = 0.0
         self.rss_bytes = 0
@@ -154,7 +135,7 @@ class WorkerSlot:
 
     @property
     def has_room(self) -> bool:
-        return len(self.inflight) < self.depth and self.state == "ready"
+        return len(self.inflight) < self.window.depth and self.state == "ready"
 
     @property
     def queue_len(self) -> int:
@@ -302,7 +283,7 @@ class WorkerSlot:
 
     def fill_from_queue(self) -> None:
         queue = self._queue
-        while queue and len(self.inflight) < self.depth:
+        while queue and len(self.inflight) < self.window.depth:
             self._write(queue.popleft())
 
     def flush(self) -> None:
@@ -401,13 +382,8 @@ class WorkerSlot:
         owner.pump()
 
     def _measured(self, task: Task, run_s: float) -> None:
-        self.ewma_s = balancer.update_ewma(self.ewma_s, run_s)
-        self.recent_max_s = balancer.decay_max(self.recent_max_s, run_s)
-        if task.started_at == task.written_at:  # written to an idle worker
-            trip = time.perf_counter() - task.written_at - run_s
-            if trip > 0:
-                self.round_trip_s = balancer.update_ewma(self.round_trip_s, trip)
-        self.depth = balancer.window_depth(self.ewma_s, self.round_trip_s, MAX_WINDOW, self.recent_max_s)
+        idle = task.started_at == task.written_at  # written to an idle worker: a round trip
+        self.window.measured(run_s, time.perf_counter() - task.written_at - run_s if idle else None)
 
     def channel_lost(self, exitcode: int | None) -> None:
         if self.state in ("stopped", "failed"):  # terminated from outside the loop: nothing to do
@@ -456,30 +432,20 @@ class WorkerSlot:
         movable = inflight + [t for t in queued if type(t.prefs) is not Required]
         self._queue.extend([t for t in queued if type(t.prefs) is Required])
         if timed_out is None:
-            self.crash_times.append(time.monotonic())
+            self._policy.crashed(time.monotonic())
         self._after_loss(exitcode)
         if movable:
             self.owner.reroute(movable, self)
         self.owner.pump()
 
     def _after_loss(self, exitcode: int | None) -> None:
-        now = time.monotonic()
-        while self.crash_times and now - self.crash_times[0] > self.restart_window_s:
-            self.crash_times.popleft()
-        if not self.restart_enabled or len(self.crash_times) > self.restart_limit:
+        delay = self._policy.next_delay(time.monotonic())
+        if delay is None:
             self.state = "failed"
-            reason = (
-                "restart=False"
-                if not self.restart_enabled
-                else (f"{len(self.crash_times)} crashes within {self.restart_window_s:g} s")
-            )
-            logger.warning("worker %r failed (%s); no more restarts", self.ident, reason)
+            logger.warning("worker %r failed (%s); no more restarts", self.ident, self._policy.why_given_up())
             self.owner.slot_failed(self)
             return
         self.state = "restarting"
-        delay = (
-            0.0 if len(self.crash_times) <= 1 else min(BACKOFF_BASE_S * 2 ** (len(self.crash_times) - 2), BACKOFF_MAX_S)
-        )
         self._restart_task = asyncio.get_running_loop().create_task(self._restart(delay))
 
     async def _restart(self, delay: float) -> None:
@@ -490,7 +456,7 @@ class WorkerSlot:
         except WorkerStartError as exc:
             logger.warning("worker %r could not restart: %s", self.ident, exc.reason)
             self._restart_task = None
-            self.crash_times.append(time.monotonic())
+            self._policy.crashed(time.monotonic())
             self._after_loss(None)
             return
         self._restart_task = None
@@ -504,27 +470,15 @@ class WorkerSlot:
 
     # -- stats ----------------------------------------------------------------------
 
-    def snapshot(self) -> WorkerStats:
-        state: Any = self.state
-        if state == "ready" or state == "stopping":
-            state = "busy" if self.inflight else "idle"
-        alive = self.state in ("ready", "stopping")
-        return WorkerStats(
-            ident=self.ident,
-            pid=self.pid,
-            state=state,
-            queue_len=self.queue_len,
-            in_flight=len(self.inflight),
-            completed=self.completed,
-            failed=self.failed,
-            ewma_ms=None if self.ewma_s is None else self.ewma_s * 1000.0,
-            cpu_percent=self.cpu_percent if alive else 0.0,
-            rss_bytes=self.rss_bytes if alive else 0,
-            uptime_s=time.monotonic() - self.ready_at if alive else 0.0,
-            restarts=self.restarts,
-            factory=self.spec.factory,
-            backend=self.backend.name,
-        )
+    @property
+    def ewma_s(self) -> float | None:
+        """The EWMA of this worker's task times (seconds), None before the first."""
+        return self.window.ewma_s
+
+    @property
+    def alive(self) -> bool:
+        """Whether its process is up (not starting, restarting or gone)."""
+        return self.state in ("ready", "stopping")
 
     def __repr__(self) -> str:
         return (

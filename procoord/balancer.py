@@ -135,3 +135,35 @@ def window_depth(ewma_s: float | None, round_trip_s: float, max_depth: int, rece
 def decay_max(previous: float, sample_s: float, decay: float = RECENT_MAX_DECAY) -> float:
     """A slowly forgetting maximum of run times (see ``window_depth``)."""
     return max(sample_s, previous * decay)
+
+
+# Upper bound of the in-flight window: past ~64 no-op tasks per round trip the pipe is
+# already saturated, and every task written is one that can no longer be re-routed.
+MAX_WINDOW = 64
+
+# First guess of the channel's round trip (write to result, minus the run time), until
+# measured: about two cross-CPU wake-ups on a typical Linux box.
+INITIAL_ROUND_TRIP_S = 100e-6
+
+
+class Window:
+    """What one worker's in-flight window is sized from: its task times (an EWMA and a
+    decaying maximum) and its channel's round trip, both measured; and the depth that
+    gives (how many tasks may be written to the worker ahead of their turn)."""
+
+    __slots__ = ("depth", "ewma_s", "recent_max_s", "round_trip_s")
+
+    def __init__(self) -> None:
+        self.ewma_s: float | None = None
+        self.recent_max_s = 0.0
+        self.round_trip_s = INITIAL_ROUND_TRIP_S
+        self.depth = window_depth(None, INITIAL_ROUND_TRIP_S, MAX_WINDOW)
+
+    def measured(self, run_s: float, trip_s: float | None) -> None:
+        """A task ran ``run_s`` seconds; ``trip_s`` is the channel's share of its round
+        trip when it was written to an idle worker (else None)."""
+        self.ewma_s = update_ewma(self.ewma_s, run_s)
+        self.recent_max_s = decay_max(self.recent_max_s, run_s)
+        if trip_s is not None and trip_s > 0:
+            self.round_trip_s = update_ewma(self.round_trip_s, trip_s)
+        self.depth = window_depth(self.ewma_s, self.round_trip_s, MAX_WINDOW, self.recent_max_s)

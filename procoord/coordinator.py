@@ -24,7 +24,6 @@ the backend interface (``procoord.backends``).
 from __future__ import annotations
 
 import asyncio
-import logging
 import weakref
 from collections.abc import AsyncIterable, Callable, Coroutine, Hashable, Iterable, Mapping, Sequence
 from types import TracebackType
@@ -33,8 +32,9 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, Self, Unpack, final, ov
 from . import _wire
 from ._bulk import MapIterator
 from ._dispatch import Dispatcher
-from ._misuse import NotAwaited, async_with_needed, require_asyncio
+from ._misuse import NotAwaited, async_with_needed, bound_loop, require_asyncio
 from ._options import CoordinatorOptions, MapOptions, check_options
+from ._shutdown import retire_in_background, stop_all, terminate_all
 from ._slot import WorkerSlot
 from ._typing import ResultT, TaskT
 from .backends._base import Backend
@@ -46,8 +46,6 @@ from .processor import Factory, ProcessorLike, make_spec, with_environment
 from .stats import WorkerStats
 
 __all__ = ("Coordinator",)
-
-logger = logging.getLogger("procoord")
 
 # Leaving ``async with`` on an exception: how long running tasks get before their
 # workers are killed.
@@ -132,7 +130,7 @@ class Coordinator(Generic[TaskT, ResultT]):
         self._close_call: asyncio.Future[None] | None = None  # a close() at work
         self._loop: asyncio.AbstractEventLoop | None = None
         # Whatever happens to this object, its processes go with it.
-        self._finalizer = weakref.finalize(self, _terminate_all, self._slots, self._dispatch.retiring)
+        self._finalizer = weakref.finalize(self, terminate_all, self._slots, self._dispatch.retiring)
 
     # -- context manager ------------------------------------------------------------
 
@@ -224,7 +222,7 @@ class Coordinator(Generic[TaskT, ResultT]):
             retiring.discard(slot)
         old = self._dispatch.install(slot)
         if old is not None:
-            self._retire_in_background(old)
+            retire_in_background(self._dispatch, old)
         return old is not None
 
     async def add_workers(
@@ -272,31 +270,8 @@ class Coordinator(Generic[TaskT, ResultT]):
         slot = self._dispatch.slots.pop(ident, None)
         if slot is None:
             return False
-        await asyncio.shield(self._retire_in_background(slot))
+        await asyncio.shield(retire_in_background(self._dispatch, slot))
         return True
-
-    async def _retire(self, slot: WorkerSlot) -> None:
-        retiring = self._dispatch.retiring
-        retiring.add(slot)  # until its process is gone, whatever happens to the caller
-        try:
-            self._dispatch.withdraw(slot)
-            await self._stop_slot(slot, drain=True)
-        finally:
-            retiring.discard(slot)
-
-    def _retire_in_background(self, slot: WorkerSlot) -> asyncio.Task[None]:
-        task = asyncio.get_running_loop().create_task(self._retire(slot))
-        task.add_done_callback(_log_failure)
-        return task
-
-    async def _stop_slot(self, slot: WorkerSlot, deadline: float | None = None, *, drain: bool = False) -> None:
-        """Stop a worker; kill it if it is still there at ``deadline`` (loop time)."""
-        try:
-            await asyncio.wait_for(slot.stop(drain), _remaining(asyncio.get_running_loop(), deadline))
-        except TimeoutError:
-            logger.warning("worker %r (pid %s) did not stop in time; killing it", slot.ident, slot.pid)
-            slot.kill("close() when its timeout ran out")
-            await slot.stop()
 
     def workers(self) -> list[Hashable]:
         """The idents of the current workers, in the order they were added."""
@@ -456,7 +431,7 @@ class Coordinator(Generic[TaskT, ResultT]):
         """A snapshot of every worker's load, keyed by ident. Never waits on a worker:
         load figures are those the workers last reported (every 0.25 s by default)."""
         self._check_loop()
-        return {ident: slot.snapshot() for ident, slot in self._slots.items()}
+        return self._dispatch.stats()
 
     @property
     def max_pending(self) -> int | None:
@@ -477,11 +452,7 @@ class Coordinator(Generic[TaskT, ResultT]):
 
     def _check_loop(self) -> None:
         """Bind the coordinator to the running event loop on first use; refuse any other."""
-        loop = require_asyncio("Coordinator")
-        if self._loop is None:
-            self._loop = loop
-        elif loop is not self._loop:
-            raise RuntimeError(f"this Coordinator is used from another event loop than the one it runs on; {_ONE_LOOP}")
+        self._loop = bound_loop(self._loop, "Coordinator")
 
     def _check_open(self) -> None:
         self._check_loop()
@@ -509,25 +480,10 @@ class Coordinator(Generic[TaskT, ResultT]):
             await asyncio.shield(self._close_call)
         if self._closed:
             return
-        deadline = None if timeout is None else loop.time() + timeout
         call = self._close_call = loop.create_future()
         self._closing = True
-        dispatch = self._dispatch
         try:
-            self._ledger.release_waiters()
-            if cancel_pending:
-                dispatch.cancel_pending()
-            else:
-                try:
-                    await self._ledger.drained(_remaining(loop, deadline))
-                except TimeoutError:
-                    logger.warning("close(): tasks still unfinished after %g s; stopping the workers", timeout)
-                    dispatch.cancel_pending()
-            slots = list(self._slots.values()) + list(dispatch.retiring)
-            for slot in slots:
-                slot.begin_stop()
-            await asyncio.gather(*(self._stop_slot(s, deadline) for s in slots))
-            dispatch.fail_queued()  # anything left waiting for a restart that will not come
+            await stop_all(self._dispatch, cancel_pending, timeout)
             self._closed = True
             self._finalizer.detach()
             if self._own_backend is not None:
@@ -541,17 +497,6 @@ class Coordinator(Generic[TaskT, ResultT]):
         return f"<Coordinator {state} workers={len(self._slots)} pending={self._ledger.unfinished}>"
 
 
-_ONE_LOOP = (
-    "a Coordinator belongs to the event loop it first ran on (its workers' channels are "
-    "driven by that loop). Use procoord.BlockingCoordinator to share one between threads, "
-    "or create one Coordinator per event loop"
-)
-
-
-def _remaining(loop: asyncio.AbstractEventLoop, deadline: float | None) -> float | None:
-    return None if deadline is None else max(0.0, deadline - loop.time())
-
-
 def _check_timeout(timeout: float | None) -> None:
     if timeout is not None and not timeout > 0:
         raise ValueError(f"a timeout must be a positive number of seconds, not {timeout!r}")
@@ -561,13 +506,3 @@ def terminate_workers(coord: Coordinator) -> None:
     """End every worker process of ``coord`` now, from any thread (SIGTERM, then SIGKILL
     after a short grace); for a caller that cannot wait for ``close`` any more."""
     coord._finalizer()
-
-
-def _terminate_all(slots: dict[Hashable, WorkerSlot], retiring: set[WorkerSlot]) -> None:
-    for slot in [*slots.values(), *retiring]:
-        slot.terminate_sync(1.0)
-
-
-def _log_failure(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        logger.error("retiring a worker failed", exc_info=task.exception())
