@@ -153,8 +153,12 @@ class Launcher:
         request = next(self._ids)
         try:
             socket.send_fds(self._sock, [protocol.encode_spawn(request, name, title)], [rfd, wfd])
-        except BlockingIOError:
-            raise SpawnError(f"the worker launcher (pid {self.pid}) takes no more requests (is it stopped?)") from None
+        except BlockingIOError:  # it has not read its requests for long: stopped or stuck
+            self.kill()
+            raise SpawnError(
+                f"the worker launcher (pid {self.pid}) takes no more requests (is it stopped?); it was "
+                "replaced, so the next add_worker starts a fresh one"
+            ) from None
         except OSError as exc:
             self._gone()
             raise SpawnError(f"the worker launcher (pid {self.pid}) is gone: {exc.strerror}") from None
