@@ -332,6 +332,40 @@ async def test_workers_ignoring_sigterm_are_ended_together_at_exit(tmp_path: Pat
     assert lines == sorted(f"{pid} all-alive" for pid in pids)
 
 
+FORK_SCRIPT = """
+import asyncio, os, procoord
+
+async def start():
+    coord = procoord.Coordinator()
+    await coord.add_worker("a", abs)
+    globals()["kept"] = coord
+    return (await coord.stats())["a"].pid
+
+worker = asyncio.run(start())
+child = os.fork()
+if child == 0:
+    raise SystemExit(0)  # the fork exits normally: its exit handlers run
+os.waitpid(child, 0)
+with open(f"/proc/{worker}/stat") as f:
+    print(worker, f.read().rsplit(")", 1)[1].split()[0], flush=True)
+"""
+
+
+async def test_a_fork_of_the_callers_process_leaves_its_workers_alone(tmp_path: Path) -> None:
+    """Test that a fork of the coordinator's process, exiting normally, does not stop
+    the coordinator's workers (they are not its own)."""
+    path = tmp_path / "fork.py"
+    path.write_text(FORK_SCRIPT)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(path), stdout=asyncio.subprocess.PIPE, env=_script_env()
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), DEADLOCK_TIMEOUT)
+    assert proc.returncode == 0
+    worker, state = out.decode().split()
+    assert state not in ("Z", "X")
+    assert await _gone([int(worker)])  # and the script's own exit ended it
+
+
 # -- the launcher ---------------------------------------------------------------------
 
 

@@ -89,7 +89,7 @@ _exit_hook_registered = False
 def _close_all_at_exit(limit_s: float = 3.0) -> None:
     """At exit, before any coordinator's finalizer: let every launcher go at once, so
     all end their workers together (SIGTERM, a grace, SIGKILL), and wait for them."""
-    launchers = [la for la in _live if la.alive]
+    launchers = [la for la in _live if la.alive and la.owner == os.getpid()]  # not a fork's inheritance
     pidfds = [fd for fd in (pidfd_open(la.pid) for la in launchers) if fd is not None]
     for launcher in launchers:
         launcher.release()
@@ -125,6 +125,7 @@ class Launcher:
         self._proc = proc  # None: forked by the seed, which reaps it
         self.loop = loop
         self.pid = pid
+        self.owner = os.getpid()
         self.alive = True
         self.answered = False  # it has sent a record: it is up and serving
         self._sock = ours

@@ -189,6 +189,7 @@ class LocalChannel:
 
     def __init__(self, launcher: Launcher, write_fd: int, read_fd: int) -> None:
         self._launcher = launcher
+        self._owner = os.getpid()  # a fork of this process must not stop our worker
         self._write_fd = write_fd
         self._read_fd = read_fd
         self._loop = asyncio.get_running_loop()
@@ -389,11 +390,13 @@ class LocalChannel:
 
     def kill(self) -> None:
         """SIGKILL the worker and its process group (what it started is ended too)."""
-        if self._pid is not None and not self._exited:
+        if self._pid is not None and not self._exited and os.getpid() == self._owner:
             _kill_group(self._pid, signal.SIGKILL)
 
     def terminate_sync(self, grace_s: float) -> None:
         pid = self._pid
+        if os.getpid() != self._owner:  # inherited through a fork of the coordinator's process
+            return
         if pid is not None and not self._exited:
             watch = pidfd_open(pid)
             try:
