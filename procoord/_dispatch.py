@@ -116,6 +116,11 @@ class Dispatcher:
         self.pump()
         return old
 
+    def unlist(self, ident: Hashable) -> WorkerSlot | None:
+        """Take a worker out of the registry (no new task is bound to it); None when
+        there is none of that ident."""
+        return self.slots.pop(ident, None)
+
     def withdraw(self, slot: WorkerSlot) -> None:
         """A worker leaves: route its queued tasks elsewhere (or fail them)."""
         queued = slot.take_queued()

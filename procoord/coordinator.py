@@ -267,7 +267,7 @@ class Coordinator(Generic[TaskT, ResultT]):
         for an unknown ident. Cancelling the call leaves the retirement going on (and
         ``close`` still waits for it)."""
         self._check_loop()
-        slot = self._dispatch.slots.pop(ident, None)
+        slot = self._dispatch.unlist(ident)
         if slot is None:
             return False
         await asyncio.shield(retire_in_background(self._dispatch, slot))
