@@ -45,9 +45,9 @@ class Dispatcher:
 
     # -- tasks in -------------------------------------------------------------------
 
-    def submit(self, task: Any, prefs: Pref, timeout: float | None, size: int) -> Task:
+    def submit(self, task: Any, prefs: Pref, timeout: float | None, size: int, stream: Any = None) -> Task:
         """Pickle a task and queue it where ``prefs`` says; raise, queuing nothing,
-        when it cannot be run."""
+        when it cannot be run. ``stream``: the PartQueue of a streaming task."""
         if type(prefs) not in _PREF_TYPES:
             raise TypeError(
                 f"prefs must be TaskPrefs.Any, TaskPrefs.Preferred(...) or TaskPrefs.Required(...), not {prefs!r}"
@@ -76,6 +76,7 @@ class Dispatcher:
             raise NoWorkersError("every worker has failed; add a worker")
         record = Task(next(self._ids), payload, prefs, asyncio.get_running_loop().create_future(), timeout)
         record.size = size
+        record.stream = stream
         if slot is not None:
             slot.bind(record, next(self._given))
         else:
@@ -93,8 +94,8 @@ class Dispatcher:
             if not self._shared.discard(task):
                 return False
         elif slot.is_written(task):
-            if slot.is_running(task) and not slot.is_async:
-                return False  # a sync do_work cannot be interrupted
+            if slot.is_running(task) and not slot.is_async and task.stream is None:
+                return False  # a sync do_work cannot be interrupted (a generator can, between parts)
             slot.send_cancel(task)
             task.resolve()
             return True  # it leaves the books when the worker confirms
@@ -253,4 +254,5 @@ def _snapshot(slot: WorkerSlot) -> WorkerStats:
         restarts=slot.restarts,
         factory=slot.spec.factory,
         backend=slot.backend.name,
+        parts_streamed=slot.parts_streamed,
     )

@@ -20,11 +20,11 @@ def task_error(worker: Hashable, payload: bytes) -> TaskProcessError:
     return errors.task_error(worker, record.traceback, record.summary, record.exception)
 
 
-def bad_frame_error(kind: int, payload: bytes) -> SerializationError:
+def bad_frame_error(kind: int, payload: bytes, streaming: bool = False) -> SerializationError:
     """A BAD_TASK or BAD_RESULT record: the worker could not unpickle the task, or
-    pickle the result."""
+    pickle the result (a part, for a streaming task)."""
     record = _wire.unpack_error(payload)
-    stage = "task" if kind == Kind.BAD_TASK else "result"
+    stage = "task" if kind == Kind.BAD_TASK else ("part" if streaming else "result")
     where = "unpickle it in the worker" if stage == "task" else "pickle it in the worker"
     error = SerializationError(stage, f"cannot {where}: {record.summary}")
     error.remote_traceback = record.traceback  # type: ignore[attr-defined]

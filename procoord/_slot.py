@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from . import _logs, _remote, _wire, balancer
 from ._restarts import RestartPolicy
+from ._stream import STREAM_CREDIT
 from ._task import Task, TaskQueue
 from ._wire import Frame, Kind
 from .backends._base import Backend, WorkerChannel
@@ -74,6 +75,7 @@ class WorkerSlot:
         self.window = balancer.Window()
         self.completed = 0
         self.failed = 0
+        self.parts_streamed = 0
         self.restarts = 0
         self.last_given = 0
         self.cpu_percent = 0.0
@@ -279,7 +281,8 @@ class WorkerSlot:
         # ahead of it finishes (see _update_head).
         task.started_at = task.written_at if not self.inflight else 0.0
         self.inflight[task.id] = task
-        self._out.extend(_wire.frame_parts(Kind.TASK, task.id, 0.0, task.payload))
+        credit = 0 if task.stream is None else STREAM_CREDIT
+        self._out.extend(_wire.task_frame_parts(task.id, task.payload, credit))
 
     def fill_from_queue(self) -> None:
         queue = self._queue
@@ -292,6 +295,11 @@ class WorkerSlot:
             if self.channel is not None:
                 self.channel.send(out)
             self._update_head()
+
+    def send_credit(self, task: Task, parts: int) -> None:
+        """Let the worker streaming ``task`` send ``parts`` more parts."""
+        if self.channel is not None:
+            self.channel.send([_wire.credit_frame(task.id, parts)])
 
     def send_cancel(self, task: Task) -> None:
         if self.channel is not None:
@@ -345,6 +353,12 @@ class WorkerSlot:
             if kind == Kind.LOG:
                 _logs.deliver(self.ident, payload)
                 continue
+            if kind == Kind.PART:
+                streaming = inflight.get(task_id)
+                if streaming is not None:
+                    self.parts_streamed += 1
+                    streaming.stream.put(payload)
+                continue
             task = inflight.pop(task_id, None)
             if task is None:
                 continue  # finished already (timed out)
@@ -363,13 +377,18 @@ class WorkerSlot:
                 else:
                     self.completed += 1
                 owner.task_finished(task, result=(value, self.ident))
+            elif kind == Kind.END:
+                run_s, parts = _wire.read_end(received)
+                self._measured(task, run_s)
+                self.completed += 1
+                owner.task_finished(task, result=(parts, self.ident))
             elif kind == Kind.ERROR:
                 self._measured(task, number)
                 self.failed += 1
                 owner.task_finished(task, error=_remote.task_error(self.ident, payload))
             elif kind == Kind.BAD_TASK or kind == Kind.BAD_RESULT:
                 self.failed += 1
-                owner.task_finished(task, error=_remote.bad_frame_error(kind, payload))
+                owner.task_finished(task, error=_remote.bad_frame_error(kind, payload, task.stream is not None))
             elif kind == Kind.CANCELLED:
                 owner.task_finished(task)
             elif kind == Kind.RETURNED:

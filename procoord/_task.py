@@ -33,6 +33,7 @@ class Task:
         "size",
         "slot",
         "started_at",
+        "stream",
         "timeout",
         "waiters",
         "written_at",
@@ -47,6 +48,7 @@ class Task:
         self.future = future
         self.timeout = timeout
         self.size = 0  # the number of items of a batch; 0 for a single task
+        self.stream: Any = None  # the PartQueue of a streaming task (procoord._stream)
         self.waiters: list[asyncio.Future[None]] = []  # join() calls waiting on it
         self.slot: Any = None  # the WorkerSlot it is bound to, None while in the shared queue
         self.queue: TaskQueue | None = None  # the queue holding it, if any

@@ -35,11 +35,15 @@ OOB_MIN_BYTES = 64 * 1024
 
 
 class Kind(IntEnum):
-    """Frame kinds. Parent to worker: TASK, CANCEL, STOP. Worker to parent: the rest.
+    """Frame kinds. Parent to worker: TASK, STREAM, CREDIT, CANCEL, STOP. Worker to
+    parent: the rest.
 
     What each carries (task id field, number field, payload):
 
     - TASK: task id, -, the pickled task (:func:`dumps_parts`)
+    - STREAM: task id, the parts the worker may send before it waits for more, the
+      pickled task: a task whose generator's parts are streamed back
+    - CREDIT: task id, how many more parts the worker may send (:func:`credit_frame`)
     - CANCEL, STOP: task id (CANCEL), -, -
     - READY: the worker's pid, 1.0 for an async ``do_work``, - (:func:`ready_frame`)
     - START_FAILED: -, -, why (:func:`start_failed_frame`)
@@ -48,6 +52,8 @@ class Kind(IntEnum):
     - CANCELLED, RETURNED: task id, -, -
     - LOAD: RSS bytes, CPU percent, - (:func:`load_frame`)
     - LOG: -, level, a log record's fields (:func:`log_frame`)
+    - PART: task id, -, one pickled part of a streaming task (:func:`part_payload`)
+    - END: task id, run time, how many parts were sent (:func:`end_frame`)
     """
 
     TASK = 1
@@ -63,6 +69,10 @@ class Kind(IntEnum):
     RETURNED = 17
     LOAD = 18
     LOG = 19
+    STREAM = 4
+    CREDIT = 5
+    PART = 20
+    END = 21
 
 
 class Batch(list):  # type: ignore[type-arg]
@@ -175,6 +185,53 @@ def read_start_failed(payload: bytes) -> tuple[str, str]:
     """The (reason, remote traceback) of a START_FAILED payload."""
     reason, text = pickle.loads(payload)
     return reason, text
+
+
+def task_frame_parts(task_id: int, payload: bytes | Parts, credit: int) -> list[bytes | memoryview]:
+    """A TASK frame, or a STREAM frame when ``credit`` (the parts the worker may send
+    before it waits for more) is not 0."""
+    return frame_parts(Kind.STREAM if credit else Kind.TASK, task_id, float(credit), payload)
+
+
+def read_stream_credit(received: Frame) -> int:
+    """The first credit of a STREAM frame."""
+    return int(received[2])
+
+
+def credit_frame(task_id: int, parts: int) -> bytes:
+    """CREDIT: the worker streaming ``task_id`` may send ``parts`` more parts."""
+    return frame(Kind.CREDIT, task_id, float(parts))
+
+
+def read_credit(received: Frame) -> tuple[int, int]:
+    """The (task id, parts) of a CREDIT frame."""
+    return received[1], int(received[2])
+
+
+def part_payload(part: Any) -> list[bytes | memoryview]:
+    """The payload of a PART frame, in parts (large buffers out of band); raises
+    SerializationError when the part cannot be pickled."""
+    return dumps_parts(part, "part")
+
+
+def read_part(payload: bytes | bytearray | memoryview) -> Any:
+    """The part a PART payload holds; raises SerializationError when it cannot be
+    unpickled."""
+    return loads(payload, "part")
+
+
+_END = struct.Struct("<Q")
+
+
+def end_frame(task_id: int, run_s: float, parts: int) -> OutFrame:
+    """END: the generator of a streaming task is exhausted after ``parts`` parts."""
+    return (Kind.END, task_id, run_s, _END.pack(parts))
+
+
+def read_end(received: Frame) -> tuple[float, int]:
+    """The (run time, parts sent) of an END frame."""
+    (parts,) = _END.unpack(received[3])
+    return received[2], parts
 
 
 class ErrorRecord(NamedTuple):

@@ -36,6 +36,8 @@ from ._misuse import NotAwaited, async_with_needed, bound_loop, require_asyncio
 from ._options import CoordinatorOptions, MapOptions, check_options
 from ._shutdown import retire_in_background, stop_all, terminate_all
 from ._slot import WorkerSlot
+from ._stream import PartQueue, StreamIterator
+from ._task import Task
 from ._typing import ResultT, TaskT
 from .backends._base import Backend
 from .backends.local import LocalBackend
@@ -375,6 +377,30 @@ class Coordinator(Generic[TaskT, ResultT]):
             if not handle.done():  # the caller was cancelled, not the task
                 handle.cancel()
             raise
+
+    def stream(self, task: Any, prefs: Pref = ANY, *, timeout: float | None = None) -> StreamIterator[Any]:
+        """Run a task whose ``do_work`` is a generator (async or plain) and iterate over
+        its parts as the worker yields them: ``async for part in coord.stream(task)``.
+
+        The task is routed like :meth:`run` and queued when the iteration starts (which
+        raises what ``run`` raises). At most a bounded number of parts wait in the
+        parent unconsumed: the worker pauses the generator until the consumer catches
+        up. Leaving the loop early (``break``, an error, cancellation) cancels the task
+        and closes the generator in the worker. An error of the task is raised from the
+        loop after the parts that came before it: ``TaskProcessError`` when the
+        generator raised, ``WorkerLostError`` when the worker died, ``TaskTimeoutError``
+        when ``timeout`` (seconds, for the whole stream, from when it starts) ran out.
+        ``run`` and ``call`` on such a task give the list of all its parts.
+        """
+        _check_timeout(timeout)
+        return StreamIterator(lambda queue: self._open_stream(task, prefs, timeout, queue), self._dispatch.cancel)
+
+    async def _open_stream(self, task: Any, prefs: Pref, timeout: float | None, queue: PartQueue) -> Task:
+        self._check_open()
+        if self._ledger.full():
+            await self._ledger.wait_for_space(self._check_open)
+        self._check_open()
+        return self._dispatch.submit(task, prefs, self.task_timeout if timeout is None else timeout, 0, queue)
 
     @overload
     def map(

@@ -162,7 +162,8 @@ class SerializationError(ProcoordError, TypeError):
     """A task, a result or a processor could not be pickled or unpickled.
 
     Attributes:
-        stage: what was being (un)pickled: "task", "result" or "processor".
+        stage: what was being (un)pickled: "task", "result", "part" (of a stream) or
+            "processor".
     """
 
     def __init__(self, stage: str, detail: str) -> None:

@@ -47,6 +47,8 @@ class WorkerStats:
     """The registered factory name the worker was built from, or None."""
     backend: str = "local"
     """Where the worker runs: "local" or the name of another backend."""
+    parts_streamed: int = 0
+    """Parts of streaming tasks (``Coordinator.stream``) received from the worker."""
 
     def as_dict(self) -> dict[str, Any]:
         """The fields as a dict that ``json.dumps`` accepts: an ident that is not a str,

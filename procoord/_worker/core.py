@@ -18,6 +18,7 @@ from .. import _wire
 from .._wire import Batch, Kind
 from ..errors import SerializationError
 from ..processor import ProcessorSpec
+from . import stream
 from .build import build_processor
 from .logs import forward_logs
 
@@ -49,6 +50,8 @@ class WorkerCore:
         self.cancel_requested = 0
         self.stopping = False
         self.eof = False
+        self.stream_credit: dict[int, int] = {}  # queued STREAM tasks: their first credit
+        self.streaming: stream.PartSender | None = None
 
     def send(self, kind: Kind, task_id: int = 0, number: float = 0.0, payload: bytes = b"") -> None:
         """Send one frame to the parent (from any thread)."""
@@ -72,9 +75,17 @@ class WorkerCore:
 
     def handle_frames(self, frames: list[tuple[int, int, float, bytes]]) -> None:
         """Act on frames from the parent, in order; call on the loop."""
-        for kind, task_id, _number, payload in frames:
+        for kind, task_id, number, payload in frames:
             if kind == Kind.TASK:
                 self.queue.append((task_id, payload))
+            elif kind == Kind.STREAM:
+                self.queue.append((task_id, payload))
+                self.stream_credit[task_id] = _wire.read_stream_credit((kind, task_id, number, payload))
+            elif kind == Kind.CREDIT:
+                streaming = self.streaming
+                credit_id, parts = _wire.read_credit((kind, task_id, number, payload))
+                if streaming is not None and streaming.task_id == credit_id:
+                    streaming.grant(parts)
             elif kind == Kind.CANCEL:
                 self._cancel(task_id)
             elif kind == Kind.STOP:
@@ -82,6 +93,7 @@ class WorkerCore:
                 for queued_id, _ in self.queue:
                     self.send(Kind.RETURNED, queued_id)
                 self.queue.clear()
+                self.stream_credit.clear()
         self._wake()
 
     def end_input(self) -> None:
@@ -117,6 +129,7 @@ class WorkerCore:
         for i, (queued_id, _) in enumerate(self.queue):
             if queued_id == task_id:
                 del self.queue[i]
+                self.stream_credit.pop(task_id, None)
                 self.send(Kind.CANCELLED, task_id)
                 return
         # Already finished: its result is on its way; the parent ignores it.
@@ -141,6 +154,7 @@ class WorkerCore:
                 ran_long = False
                 self.read_pending()
                 continue
+            credit = self.stream_credit.pop(task_id, 0) if self.stream_credit else 0
             try:
                 task = _wire.load_payload(payload)
             except Exception as exc:
@@ -159,6 +173,10 @@ class WorkerCore:
                         result = await self.current
                     finally:
                         self.current = None
+                if type(result) not in _PLAIN_TYPES and stream.is_generator(result):
+                    result = await self._drain(task_id, result, credit)
+                elif credit:
+                    raise stream.not_a_generator(result)
             except asyncio.CancelledError as exc:
                 if self.cancel_requested == task_id:
                     self.send(Kind.CANCELLED, task_id)
@@ -175,6 +193,9 @@ class WorkerCore:
                 continue
             elapsed = time.perf_counter() - started
             ran_long = elapsed > CHECK_INPUT_AFTER_S
+            if type(result) is stream.Streamed:
+                self.send(*result.frame(task_id, elapsed))
+                continue
             try:
                 try:
                     parts = _wire.dumps_parts(result, "result")
@@ -189,6 +210,19 @@ class WorkerCore:
                 self.send(Kind.RESULT, task_id, elapsed, parts[0])  # type: ignore[arg-type]
             else:
                 self.send_parts(Kind.RESULT, task_id, elapsed, parts)
+
+    async def _drain(self, task_id: int, gen: Any, credit: int) -> Any:
+        """Stream a generator's parts (a STREAM task, ``credit`` > 0), or collect them
+        into a list (a plain TASK), as the cancellable current task."""
+        sender = stream.PartSender(self, task_id, credit) if credit else None
+        self.current = asyncio.ensure_future(stream.collect(gen) if sender is None else sender.run(gen))
+        self.current_id = task_id
+        self.streaming = sender
+        try:
+            return await self.current
+        finally:
+            self.current = None
+            self.streaming = None
 
 
 def _run_batch(do_work: Callable[[Any], Any], is_async: bool, items: Batch) -> Any:

@@ -1,0 +1,245 @@
+"""Streaming results: ``coord.stream`` over generator tasks, in real worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import tracemalloc
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from procoord import (
+    Coordinator,
+    SerializationError,
+    TaskPrefs,
+    TaskProcessError,
+    TaskTimeoutError,
+    WorkerLostError,
+)
+from procoord._stream import STREAM_CREDIT
+
+from . import _funcs, _stream_funcs
+from .conftest import DEADLOCK_TIMEOUT, BeaconFactory
+
+W = TaskPrefs.Required("w")
+
+
+@pytest.fixture(params=["sync", "async"])
+async def scoord(request: pytest.FixtureRequest) -> AsyncIterator[Coordinator]:
+    """A coordinator with one streaming worker "w": a plain or an async generator."""
+    processor = _stream_funcs.SyncStreamer() if request.param == "sync" else _stream_funcs.AsyncStreamer()
+    async with Coordinator() as c:
+        await c.add_worker("w", processor)
+        yield c
+
+
+async def _parts(coord: Coordinator, task: Any, **kwargs: Any) -> tuple[list[Any], BaseException | None]:
+    """Every part of a stream, and the error it ended with (None when it was exhausted)."""
+    parts: list[Any] = []
+    try:
+        async with asyncio.timeout(DEADLOCK_TIMEOUT):
+            async for part in coord.stream(task, W, **kwargs):
+                parts.append(part)
+    except TaskTimeoutError as exc:
+        return parts, exc
+    except TimeoutError:
+        raise  # the deadlock guard
+    except Exception as exc:
+        return parts, exc
+    return parts, None
+
+
+async def _report(coord: Coordinator) -> tuple[int, bool]:
+    """(parts yielded, closed early) of the worker's last stream, from a later task."""
+    parts, _ = await coord.call(("report", None), W)
+    return parts[0]  # type: ignore[no-any-return]
+
+
+async def test_parts_arrive_in_order(scoord: Coordinator) -> None:
+    """Test that every part arrives, in order, past several rounds of credit, and that
+    stats count them."""
+    count = 5 * STREAM_CREDIT + 7
+    parts, error = await _parts(scoord, ("count", count))
+    assert error is None
+    assert parts == list(range(count))
+    assert await _report(scoord) == (count, False)
+    stats = (await scoord.stats())["w"]
+    assert stats.parts_streamed == count + 0  # the report went through call(): a list, not parts
+    assert stats.as_dict()["parts_streamed"] == count
+    assert stats.completed == 2
+
+
+async def test_run_and_call_give_the_list(scoord: Coordinator) -> None:
+    """Test that run and call on a generator task give the list of all its parts."""
+    assert await scoord.call(("count", 5), W) == ([0, 1, 2, 3, 4], "w")
+    handle = await scoord.run(("count", 3), W)
+    assert await handle == ([0, 1, 2], "w")
+    assert (await scoord.stats())["w"].parts_streamed == 0
+
+
+async def test_break_closes_the_generator_in_the_worker(scoord: Coordinator) -> None:
+    """Test that leaving the loop early cancels the task: the generator of 10 million
+    parts is closed in the worker, having yielded little more than what was taken."""
+    async with asyncio.timeout(DEADLOCK_TIMEOUT):
+        async for part in scoord.stream(("count", 10_000_000), W):
+            if part == 10:
+                break
+    yielded, closed = await _report(scoord)
+    assert closed
+    assert yielded <= 11 + STREAM_CREDIT
+
+
+async def test_an_error_in_the_consumer_closes_the_generator(scoord: Coordinator) -> None:
+    """Test that an exception raised in the loop's body cancels the task."""
+    with pytest.raises(_funcs.Boom):
+        async with asyncio.timeout(DEADLOCK_TIMEOUT):
+            async for part in scoord.stream(("count", 10_000_000), W):
+                if part == 3:
+                    raise _funcs.Boom("consumer")
+    assert await _report(scoord) == (pytest.approx(4, abs=STREAM_CREDIT), True)
+
+
+async def test_aclose_and_async_with_close_the_generator(scoord: Coordinator) -> None:
+    """Test that aclose() (and leaving ``async with``) cancels a stream held in a variable."""
+    parts = scoord.stream(("count", 10_000_000), W)
+    async with parts:
+        assert await anext(parts) == 0
+        assert await anext(parts) == 1
+    assert parts.closed
+    with pytest.raises(StopAsyncIteration):
+        await anext(parts)
+    assert (await _report(scoord))[1] is True
+    again = scoord.stream(("count", 10_000_000), W)
+    assert await anext(again) == 0
+    await again.aclose()
+    assert (await _report(scoord))[1] is True
+
+
+async def test_cancelling_the_consumer_closes_the_generator(beacons: BeaconFactory) -> None:
+    """Test that cancelling the consumer while it waits for a part cancels the task in
+    the worker, where the async generator is closed."""
+    started = beacons()
+    async with Coordinator() as coord:
+        await coord.add_worker("w", _stream_funcs.AsyncStreamer())
+        got: list[int] = []
+
+        async def consume() -> None:
+            async for part in coord.stream(("hold_after", (2, started.path)), W):
+                got.append(part)
+
+        consumer = asyncio.create_task(consume())
+        await started.wait()
+        consumer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await consumer
+        assert await _report(coord) == (2, True)
+
+
+async def test_an_error_in_the_generator_raises_after_the_parts(scoord: Coordinator) -> None:
+    """Test that the generator's exception raises from the loop after the parts before it."""
+    parts, error = await _parts(scoord, ("fail_after", 3))
+    assert parts == [0, 1, 2]
+    assert isinstance(error, TaskProcessError)
+    assert isinstance(error.__cause__, _funcs.Boom)
+    assert error.worker == "w"
+    assert (await scoord.stats())["w"].failed == 1
+
+
+async def test_a_crash_mid_stream_raises_after_the_parts(scoord: Coordinator) -> None:
+    """Test that a worker dying mid-stream gives the parts that arrived, then
+    WorkerLostError; the worker is restarted and streams again."""
+    parts, error = await _parts(scoord, ("exit_after", 3))
+    assert parts == [0, 1, 2]
+    assert isinstance(error, WorkerLostError)
+    assert error.exitcode == 3
+    parts, error = await _parts(scoord, ("count", 4))
+    assert (parts, error) == ([0, 1, 2, 3], None)
+    assert (await scoord.stats())["w"].restarts == 1
+
+
+async def test_timeout_applies_to_the_stream(beacons: BeaconFactory) -> None:
+    """Test that a stream's timeout raises TaskTimeoutError after the parts before it."""
+    started = beacons()
+    async with Coordinator() as coord:
+        await coord.add_worker("w", _stream_funcs.AsyncStreamer())
+        waiting = asyncio.ensure_future(started.wait())
+        parts, error = await _parts(coord, ("hold_after", (2, started.path)), timeout=0.5)
+        await waiting
+        assert parts == [0, 1]
+        assert isinstance(error, TaskTimeoutError)
+        assert (await coord.stats())["w"].restarts == 0  # a timeout is not a crash
+
+
+async def test_an_unpicklable_part_raises_after_the_parts(coord: Coordinator) -> None:
+    """Test that a part that cannot be pickled ends the stream with SerializationError,
+    after the parts before it."""
+    await coord.add_worker("w", _stream_funcs.unpicklable_after)
+    parts, error = await _parts(coord, 3)
+    assert parts == [0, 1, 2]
+    assert isinstance(error, SerializationError)
+    assert error.stage == "part"
+
+
+async def test_streaming_a_plain_result_says_what_to_use(coord: Coordinator) -> None:
+    """Test that streaming a task whose do_work returns a plain value names run/call."""
+    await coord.add_worker("w", _stream_funcs.not_a_generator)
+    parts, error = await _parts(coord, 5)
+    assert parts == []
+    assert isinstance(error, TaskProcessError)
+    assert isinstance(error.__cause__, TypeError)
+    assert "use run() or call()" in str(error.__cause__)
+
+
+async def test_stream_routes_like_run(coord: Coordinator) -> None:
+    """Test Any and Preferred routing of streams, and errors raised before queuing."""
+    await coord.add_worker("a", _stream_funcs.blobs)
+    await coord.add_worker("b", _stream_funcs.blobs)
+    parts = [p async for p in coord.stream(3, TaskPrefs.Preferred("b"))]
+    assert parts == [i.to_bytes(4, "little") * 256 for i in range(3)]
+    assert (await coord.stats())["b"].parts_streamed == 3
+    assert len([p async for p in coord.stream(2)]) == 2
+    with pytest.raises(KeyError):
+        await anext(coord.stream(1, TaskPrefs.Required("nobody")))
+    with pytest.raises(SerializationError):
+        await anext(coord.stream(_funcs.Unpicklable()))
+    with pytest.raises(ValueError):
+        coord.stream(1, timeout=-1)
+
+
+async def test_parent_memory_stays_flat_for_a_slow_consumer(coord: Coordinator) -> None:
+    """Test that a generator of 10 million 1 KiB parts, consumed slowly and partially,
+    keeps the parent's memory flat: the worker waits for credit, so no more than about
+    STREAM_CREDIT parts are ever held in the parent."""
+    await coord.add_worker("w", _stream_funcs.SyncStreamer())
+    await coord.add_worker("blobs", _stream_funcs.blobs)
+    taken = 20 * STREAM_CREDIT
+    gc.collect()
+    tracemalloc.start()
+    try:
+        baseline = tracemalloc.get_traced_memory()[0]
+        n = 0
+        async with asyncio.timeout(DEADLOCK_TIMEOUT):
+            async for _part in coord.stream(10_000_000, TaskPrefs.Required("blobs")):
+                n += 1
+                for _ in range(5):  # a slow consumer: the loop turns, the pipe is read
+                    await asyncio.sleep(0)
+                if n == taken:
+                    break
+        peak = tracemalloc.get_traced_memory()[1] - baseline
+    finally:
+        tracemalloc.stop()
+    # Each part is ~1 KiB: STREAM_CREDIT of them are ~256 KiB. 20x that would pass
+    # through an unbounded buffer in this time; the bound is far below.
+    assert peak < 4 * STREAM_CREDIT * 1024, f"{peak} bytes traced"
+    # The same with a generator that records how far it got before it was closed.
+    async with asyncio.timeout(DEADLOCK_TIMEOUT):
+        async for part in coord.stream(("count", 10_000_000), W):
+            for _ in range(5):
+                await asyncio.sleep(0)
+            if part == taken:
+                break
+    yielded, closed = await _report(coord)
+    assert closed
+    assert yielded <= taken + 1 + STREAM_CREDIT
