@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from types import FunctionType, TracebackType
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, NamedTuple, ParamSpec, TypeVar, cast, final
 
+from ._stream import StreamIterator
 from ._typing import InterfaceT
 from .coordinator import Coordinator
 from .handle import JoinHandle
@@ -145,6 +146,10 @@ class PendingCall(Generic[R]):
     ``(result, worker_ident)``. Awaiting it again gives the same handle: a call is
     queued once. A call that is never awaited never runs (a ``RuntimeWarning`` says so,
     as for a coroutine).
+
+    A method that is a generator streams: ``async for part in call`` queues it through
+    ``Coordinator.stream`` and gives its parts as the worker yields them (``join``
+    gives the list of all of them).
     """
 
     __slots__ = ("_procoord_client", "_procoord_handle", "_procoord_record", "_procoord_route", "_procoord_state")
@@ -161,6 +166,8 @@ class PendingCall(Generic[R]):
             return self._procoord_handle
         if self._procoord_state == "queuing":
             raise RuntimeError(f"{self!r} is already being queued by another awaiter; await it once")
+        if self._procoord_state == "streamed":
+            raise RuntimeError(f"{self!r} is already queued as a stream; a call is queued once")
         self._procoord_state = "queuing"
         route = self._procoord_route
         try:
@@ -176,6 +183,14 @@ class PendingCall(Generic[R]):
 
     def __await__(self) -> Generator[Any, None, JoinHandle[tuple[R, Hashable]]]:
         return self._procoord_schedule().__await__()
+
+    def __aiter__(self) -> StreamIterator[Any]:
+        """Stream the call (a generator method): its parts, as the worker yields them."""
+        if self._procoord_state != "new":
+            raise RuntimeError(f"{self!r} is already queued; a call is queued (or streamed) once")
+        self._procoord_state = "streamed"
+        route = self._procoord_route
+        return self._procoord_client.coordinator.stream(self._procoord_record, route.prefs, timeout=route.timeout)
 
     async def join(self) -> tuple[R, Hashable]:
         """Queue the call (unless it already is) and wait for ``(result, worker_ident)``."""
@@ -389,7 +404,9 @@ def interface(cls: type[T]) -> type[T]:
                 continue
             if attr == "Processor" and base is not cls:
                 continue
-            if not isinstance(value, FunctionType) or not inspect.iscoroutinefunction(value):
+            if not isinstance(value, FunctionType) or not (
+                inspect.iscoroutinefunction(value) or inspect.isasyncgenfunction(value)
+            ):
                 raise TypeError(
                     f"{name}.{attr} must be an `async def` method: an interface's public names are its "
                     "methods (prefix helpers with `_`)"
@@ -467,8 +484,9 @@ def _proxy_method(name: str, fn: FunctionType, signature: inspect.Signature) -> 
     method.__signature__ = signature  # type: ignore[attr-defined]
     doc = inspect.getdoc(fn)
     method.__doc__ = (doc + "\n\n" if doc else "") + (
-        "Through a proxy: returns a PendingCall; `await` it for the JoinHandle, or "
-        "`await ....join()` for (result, worker_ident)."
+        "Through a proxy: returns a PendingCall; `await` it for the JoinHandle, "
+        "`await ....join()` for (result, worker_ident), or `async for` over it for the "
+        "parts of a generator method."
     )
     return method
 

@@ -7,9 +7,10 @@ import os
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import procoord
 from procoord import TaskProcessor
 
-from ._funcs import Boom, signal_beacon
+from ._funcs import Boom, signal_beacon, wait_beacon
 
 
 class SyncStreamer(TaskProcessor):
@@ -18,7 +19,9 @@ class SyncStreamer(TaskProcessor):
     Tasks: ``("count", n)`` yields 0..n-1; ``("fail_after", n)`` then raises Boom;
     ``("exit_after", n)`` then ends the process; ``("unpicklable_after", n)`` then
     yields a lock; ``("report", None)`` yields one part, ``(yielded, closed)`` of the
-    stream before it (closed: it ended by being closed, not exhausted)."""
+    stream before it (closed: it ended by being closed, not exhausted);
+    ``("exit_when", (n, release))`` yields n parts, waits until ``release`` is
+    signalled, then ends the process."""
 
     def __init__(self) -> None:
         self.yielded = 0
@@ -29,6 +32,9 @@ class SyncStreamer(TaskProcessor):
         if kind == "report":
             yield (self.yielded, self.closed)
             return
+        release = None
+        if kind == "exit_when":
+            n, release = n
         self.yielded = 0
         self.closed = False
         exhausted = False
@@ -39,6 +45,9 @@ class SyncStreamer(TaskProcessor):
             exhausted = True
         finally:
             self.closed = not exhausted
+        if release is not None:
+            wait_beacon(release)
+            os._exit(3)
         _after(kind)
 
 
@@ -103,3 +112,21 @@ def _lock() -> Any:
     import threading
 
     return threading.Lock()
+
+
+@procoord.interface
+class Tokenizer:
+    async def tokens(self, text: str) -> AsyncIterator[str]:
+        """The words of ``text``, one part each (implemented as an async generator)."""
+        ...
+
+    async def count(self, text: str) -> int: ...
+
+
+class SplitTokenizer(Tokenizer.Processor):  # type: ignore[name-defined,misc]
+    async def tokens(self, text: str) -> AsyncIterator[str]:  # type: ignore[override]
+        for word in text.split():
+            yield word
+
+    async def count(self, text: str) -> int:
+        return len(text.split())

@@ -288,3 +288,42 @@ def test_ray_backend_without_ray_says_what_to_install(monkeypatch: pytest.Monkey
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(ImportError, match=r"pip install 'procoord\[ray\]'"):
         RayBackend()
+
+
+# -- streaming ----------------------------------------------------------------------
+
+
+async def test_stream_parts_credit_and_break(bcoord: Coordinator) -> None:
+    """Test that a stream delivers every part past several rounds of credit (so credit
+    reaches the worker), and that a break closes the generator in the worker."""
+    from procoord._stream import STREAM_CREDIT
+
+    from . import _stream_funcs
+
+    w = TaskPrefs.Required("s")
+    await bcoord.add_worker("s", _stream_funcs.AsyncStreamer())
+    count = 4 * STREAM_CREDIT + 1
+    async with asyncio.timeout(DEADLOCK_TIMEOUT):
+        assert [p async for p in bcoord.stream(("count", count), w)] == list(range(count))
+        async for part in bcoord.stream(("count", 10_000_000), w):
+            if part == 5:
+                break
+        [(yielded, closed)], _ = await bcoord.call(("report", None), w)
+    assert closed
+    assert yielded <= 6 + STREAM_CREDIT
+    assert count + 6 <= (await bcoord.stats())["s"].parts_streamed <= count + yielded
+
+
+async def test_stream_crash_after_parts(bcoord: Coordinator, beacons: BeaconFactory) -> None:
+    """Test that a worker dying mid-stream gives the parts that arrived, then WorkerLostError."""
+    from . import _stream_funcs
+
+    release = beacons()
+    await bcoord.add_worker("s", _stream_funcs.SyncStreamer())
+    async with asyncio.timeout(DEADLOCK_TIMEOUT):
+        parts = bcoord.stream(("exit_when", (3, release.path)))
+        assert [await anext(parts) for _ in range(3)] == [0, 1, 2]
+        await release.signal()
+        with pytest.raises(WorkerLostError):
+            await anext(parts)
+    assert (await bcoord.stats())["s"].failed == 1

@@ -243,3 +243,19 @@ async def test_parent_memory_stays_flat_for_a_slow_consumer(coord: Coordinator) 
     yielded, closed = await _report(coord)
     assert closed
     assert yielded <= taken + 1 + STREAM_CREDIT
+
+
+async def test_interface_generator_methods_stream(coord: Coordinator) -> None:
+    """Test that an interface method that is a generator streams through a proxy, and
+    that join() gives the list of its parts."""
+    family = _stream_funcs.Tokenizer(coord)
+    await family.add_worker("t", _stream_funcs.SplitTokenizer())
+    async with asyncio.timeout(DEADLOCK_TIMEOUT):
+        assert [w async for w in family.any().tokens("a b c")] == ["a", "b", "c"]
+        assert await family.require("t").tokens("d e").join() == (["d", "e"], "t")
+        assert await family.any().count("x y z").join() == (3, "t")
+        call = family.any().tokens("f")
+        assert [w async for w in call] == ["f"]
+        with pytest.raises(RuntimeError, match="queued"):
+            await call
+    assert (await coord.stats())["t"].parts_streamed == 4

@@ -112,7 +112,7 @@ class PartSender:
         finally:
             if isinstance(gen, GeneratorType):
                 gen.close()
-            else:
+            elif isinstance(gen, AsyncGeneratorType):
                 await gen.aclose()
 
     async def _send(self, part: Any) -> bool:
