@@ -36,6 +36,7 @@ from typing import Any, Generic, Literal, Self, TypeVar, Unpack, final, overload
 
 from ._bulk import MapIterator
 from ._options import CoordinatorOptions, MapOptions
+from ._stream import StreamIterator
 from ._typing import ResultT, TaskT
 from .backends._base import Backend
 from .coordinator import ERROR_EXIT_GRACE_S, Coordinator, terminate_workers
@@ -366,6 +367,15 @@ class BlockingCoordinator(Generic[TaskT, ResultT]):
     def call(self, task: TaskT, prefs: Pref = ANY, *, timeout: float | None = None) -> tuple[ResultT, Hashable]:
         return self.run_coroutine(self._coord.call(task, prefs, timeout=timeout))
 
+    def stream(self, task: TaskT, prefs: Pref = ANY, *, timeout: float | None = None) -> BlockingMapIterator[Any]:
+        """A plain iterator over the parts of a generator task, with the semantics of
+        :meth:`Coordinator.stream <procoord.Coordinator.stream>`: parts as the worker
+        yields them, a bounded number waiting unconsumed, errors raised after the
+        parts before them, and leaving the loop early cancels the task (the generator
+        is closed in the worker)."""
+        aiter_ = self._sync(self._coord.stream, task, prefs, timeout=timeout)
+        return BlockingMapIterator(self, aiter_)
+
     @overload
     def map(
         self,
@@ -451,15 +461,16 @@ async def _now(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
 
 @final
 class BlockingMapIterator(Iterator[T]):
-    """The plain iterator returned by :meth:`BlockingCoordinator.map`; each step waits
-    for the next outcome of the async :class:`MapIterator` on the coordinator's loop.
+    """The plain iterator returned by :meth:`BlockingCoordinator.map` (and ``stream``);
+    each step waits for the next outcome (or part) of the async iterator on the
+    coordinator's loop.
 
     Leaving the ``for`` loop early (or :meth:`close`, or ``with``, or dropping it)
     cancels what it queued."""
 
-    def __init__(self, owner: BlockingCoordinator, aiter_: MapIterator[T]) -> None:
+    def __init__(self, owner: BlockingCoordinator, aiter_: MapIterator[T] | StreamIterator[T]) -> None:
         self._owner = owner
-        self._aiter: MapIterator[T] | None = aiter_
+        self._aiter: MapIterator[T] | StreamIterator[T] | None = aiter_
 
     def __iter__(self) -> BlockingMapIterator[T]:
         return self
@@ -497,5 +508,5 @@ class BlockingMapIterator(Iterator[T]):
         return f"<BlockingMapIterator {self._aiter!r}>"
 
 
-async def _anext(aiter_: MapIterator[T]) -> T:
+async def _anext(aiter_: MapIterator[T] | StreamIterator[T]) -> T:
     return await aiter_.__anext__()

@@ -378,7 +378,7 @@ class Coordinator(Generic[TaskT, ResultT]):
                 handle.cancel()
             raise
 
-    def stream(self, task: Any, prefs: Pref = ANY, *, timeout: float | None = None) -> StreamIterator[Any]:
+    def stream(self, task: TaskT, prefs: Pref = ANY, *, timeout: float | None = None) -> StreamIterator[Any]:
         """Run a task whose ``do_work`` is a generator (async or plain) and iterate over
         its parts as the worker yields them: ``async for part in coord.stream(task)``.
 
@@ -395,7 +395,7 @@ class Coordinator(Generic[TaskT, ResultT]):
         _check_timeout(timeout)
         return StreamIterator(lambda queue: self._open_stream(task, prefs, timeout, queue), self._dispatch.cancel)
 
-    async def _open_stream(self, task: Any, prefs: Pref, timeout: float | None, queue: PartQueue) -> Task:
+    async def _open_stream(self, task: TaskT, prefs: Pref, timeout: float | None, queue: PartQueue) -> Task:
         self._check_open()
         if self._ledger.full():
             await self._ledger.wait_for_space(self._check_open)

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from procoord import (
+    BlockingCoordinator,
     Coordinator,
     SerializationError,
     TaskPrefs,
@@ -21,6 +22,7 @@ from procoord import (
 from procoord._stream import STREAM_CREDIT
 
 from . import _funcs, _stream_funcs
+from ._run import ROOT, run_python
 from .conftest import DEADLOCK_TIMEOUT, BeaconFactory
 
 W = TaskPrefs.Required("w")
@@ -259,3 +261,31 @@ async def test_interface_generator_methods_stream(coord: Coordinator) -> None:
         with pytest.raises(RuntimeError, match="queued"):
             await call
     assert (await coord.stats())["t"].parts_streamed == 4
+
+
+def test_blocking_stream() -> None:
+    """Test BlockingCoordinator.stream: a plain iterator of the parts; a break closes
+    the generator in the worker; errors raise after the parts."""
+    with BlockingCoordinator() as bc:
+        bc.add_worker("w", _stream_funcs.SyncStreamer())
+        assert list(bc.stream(("count", 3 * STREAM_CREDIT), W)) == list(range(3 * STREAM_CREDIT))
+        for part in bc.stream(("count", 10_000_000), W):
+            if part == 2:
+                break
+        [(yielded, closed)], _ = bc.call(("report", None), W)
+        assert closed and yielded <= 3 + STREAM_CREDIT
+        got: list[int] = []
+        with pytest.raises(TaskProcessError):
+            for part in bc.stream(("fail_after", 2), W):
+                got.append(part)
+        assert got == [0, 1]
+
+
+def test_example_runs() -> None:
+    """Test that examples/stream.py runs and prints what it says."""
+    proc = run_python([str(ROOT / "examples" / "stream.py")])
+    assert proc.returncode == 0, proc.stderr
+    assert "part: fox" in proc.stdout
+    assert "tok gave ['jumps', 'over', 'the', 'lazy', 'dog']" in proc.stdout
+    assert "row: 7 49" in proc.stdout and "row: 8" not in proc.stdout
+    assert "parts streamed by 'tok': 4" in proc.stdout
