@@ -79,7 +79,7 @@ def test_bench_ray_scenario_runs_only_when_asked(tmp_path: Path) -> None:
     row = _row(report, "Ray worker, no-op call p50 (us)")
     assert row["procoord"] > 0 and row["other"]["name"] == "Ray actor" and row["other"]["value"] > 0
     assert _row(report, "Ray worker, burst of 200 no-ops (tasks/s)")["procoord"] > 0
-    assert "(default: a,b,c,d,e,g)" in _bench(tmp_path, "--help").stdout
+    assert "(default: a,b,c,d,e,g,s)" in _bench(tmp_path, "--help").stdout
 
 
 def test_bench_writes_no_file_unless_asked(tmp_path: Path) -> None:
