@@ -15,8 +15,8 @@ class Tokenizer(TaskProcessor):
     def __init__(self) -> None:
         self.produced = 0
 
-    async def do_work(self, text: str) -> AsyncIterator[str]:
-        for word in text.split():
+    async def do_work(self, task: str) -> AsyncIterator[str]:
+        for word in task.split():
             self.produced += 1
             yield word
 
