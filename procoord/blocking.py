@@ -367,12 +367,12 @@ class BlockingCoordinator(Generic[TaskT, ResultT]):
     def call(self, task: TaskT, prefs: Pref = ANY, *, timeout: float | None = None) -> tuple[ResultT, Hashable]:
         return self.run_coroutine(self._coord.call(task, prefs, timeout=timeout))
 
+    @_mirrors(
+        Coordinator.stream,
+        "a plain iterator (:class:`BlockingMapIterator`) over the parts; leaving its "
+        "``for`` loop early cancels the task likewise.",
+    )
     def stream(self, task: TaskT, prefs: Pref = ANY, *, timeout: float | None = None) -> BlockingMapIterator[Any]:
-        """A plain iterator over the parts of a generator task, with the semantics of
-        :meth:`Coordinator.stream <procoord.Coordinator.stream>`: parts as the worker
-        yields them, a bounded number waiting unconsumed, errors raised after the
-        parts before them, and leaving the loop early cancels the task (the generator
-        is closed in the worker)."""
         aiter_ = self._sync(self._coord.stream, task, prefs, timeout=timeout)
         return BlockingMapIterator(self, aiter_)
 
