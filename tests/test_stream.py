@@ -289,3 +289,22 @@ def test_example_runs() -> None:
     assert "tok gave ['jumps', 'over', 'the', 'lazy', 'dog']" in proc.stdout
     assert "row: 7 49" in proc.stdout and "row: 8" not in proc.stdout
     assert "parts streamed by 'tok': 4" in proc.stdout
+
+
+async def test_inline_backend_streams() -> None:
+    """Test streaming on the in-memory backend: the same frames and credit, in the
+    parent's loop (a stream longer than the credit completes; a break closes the
+    generator; an error raises after the parts)."""
+    from procoord.backends.inline import InlineBackend
+
+    async with Coordinator(backend=InlineBackend()) as coord:
+        await coord.add_worker("w", _stream_funcs.AsyncStreamer())
+        count = 3 * STREAM_CREDIT
+        async with asyncio.timeout(DEADLOCK_TIMEOUT):
+            assert [p async for p in coord.stream(("count", count), W)] == list(range(count))
+            async for part in coord.stream(("count", 10_000_000), W):
+                if part == 1:
+                    break
+            assert await _report(coord) == (pytest.approx(2, abs=STREAM_CREDIT), True)
+        parts, error = await _parts(coord, ("fail_after", 2))
+        assert parts == [0, 1] and isinstance(error, TaskProcessError)
