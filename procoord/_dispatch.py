@@ -85,8 +85,9 @@ class Dispatcher:
         self.pump()
         return record
 
-    def cancel(self, task: Task) -> bool:
-        """Cancel a task: see :meth:`JoinHandle.cancel <procoord.JoinHandle.cancel>`."""
+    def cancel(self, task: Task, error: BaseException | None = None) -> bool:
+        """Cancel a task: see :meth:`JoinHandle.cancel <procoord.JoinHandle.cancel>`;
+        with ``error``, the task ends with that error instead of cancelled."""
         if task.done():
             return False
         slot: WorkerSlot | None = task.slot
@@ -97,11 +98,11 @@ class Dispatcher:
             if slot.is_running(task) and not slot.is_async and task.stream is None:
                 return False  # a sync do_work cannot be interrupted (a generator can, between parts)
             slot.send_cancel(task)
-            task.resolve()
+            task.resolve(None, error)
             return True  # it leaves the books when the worker confirms
         elif not slot.unqueue(task):
             return False
-        task.resolve()
+        task.resolve(None, error)
         self.ledger.task_left()
         return True
 
@@ -145,6 +146,22 @@ class Dispatcher:
         """From now on, fail every task that is not running instead of queuing it."""
         self._cancel_pending = True
         self.fail_queued()
+
+    def end_streams(self) -> None:
+        """Closing: end every stream not finished, queued or running (its loop raises
+        CoordinatorClosedError after the parts that arrived; the generator is closed in
+        the worker). A stream runs only as fast as its consumer, who cannot consume
+        while it waits for ``close()``: waiting for it could never end."""
+        tasks = [t for t in self._shared if t.stream is not None]
+        for slot in [*self.slots.values(), *self.retiring]:
+            tasks.extend(slot.stream_tasks())
+        for task in tasks:
+            self.cancel(
+                task,
+                CoordinatorClosedError(
+                    "the coordinator was closed while this stream was open; finish or leave its loop before closing"
+                ),
+            )
 
     def fail_queued(self) -> None:
         """Fail every queued task with CoordinatorClosedError."""

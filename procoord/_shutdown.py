@@ -54,6 +54,7 @@ async def stop_all(dispatch: Dispatcher, cancel_pending: bool, timeout: float | 
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout
     dispatch.ledger.release_waiters()
+    dispatch.end_streams()
     if cancel_pending:
         dispatch.cancel_pending()
     else:

@@ -296,6 +296,10 @@ class WorkerSlot:
                 self.channel.send(out)
             self._update_head()
 
+    def stream_tasks(self) -> list[Task]:
+        """The streaming tasks bound to this worker and not finished (queued or written)."""
+        return [t for t in (*self._queue, *self.inflight.values()) if t.stream is not None]
+
     def send_credit(self, task: Task, parts: int) -> None:
         """Let the worker streaming ``task`` send ``parts`` more parts."""
         if self.channel is not None:

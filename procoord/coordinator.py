@@ -390,7 +390,9 @@ class Coordinator(Generic[TaskT, ResultT]):
         loop after the parts that came before it: ``TaskProcessError`` when the
         generator raised, ``WorkerLostError`` when the worker died, ``TaskTimeoutError``
         when ``timeout`` (seconds, for the whole stream, from when it starts) ran out.
-        ``run`` and ``call`` on such a task give the list of all its parts.
+        ``run`` and ``call`` on such a task give the list of all its parts. ``close()``
+        ends a stream still open (its loop raises ``CoordinatorClosedError`` after the
+        parts that arrived): finish or leave the loop before closing.
         """
         _check_timeout(timeout)
         return StreamIterator(lambda queue: self._open_stream(task, prefs, timeout, queue), self._dispatch.cancel)

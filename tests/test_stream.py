@@ -13,6 +13,7 @@ import pytest
 from procoord import (
     BlockingCoordinator,
     Coordinator,
+    CoordinatorClosedError,
     SerializationError,
     TaskPrefs,
     TaskProcessError,
@@ -308,3 +309,25 @@ async def test_inline_backend_streams() -> None:
             assert await _report(coord) == (pytest.approx(2, abs=STREAM_CREDIT), True)
         parts, error = await _parts(coord, ("fail_after", 2))
         assert parts == [0, 1] and isinstance(error, TaskProcessError)
+
+
+async def test_close_ends_an_open_stream() -> None:
+    """Test that closing the coordinator while a stream is open (its consumer waiting
+    for close, not reading) does not hang: the stream's loop raises
+    CoordinatorClosedError after the parts that arrived, and a queued stream never runs."""
+    async with asyncio.timeout(DEADLOCK_TIMEOUT):
+        async with Coordinator() as coord:
+            await coord.add_worker("w", _stream_funcs.SyncStreamer())
+            running = coord.stream(("count", 10_000_000), W)
+            assert await anext(running) == 0
+            queued = coord.stream(("count", 10), W)
+            opening = asyncio.ensure_future(anext(queued))
+            while coord.pending < 2:
+                await asyncio.sleep(0)
+        parts = [0]
+        with pytest.raises(CoordinatorClosedError):
+            async for part in running:
+                parts.append(part)
+        assert parts == list(range(len(parts)))
+        with pytest.raises(CoordinatorClosedError):
+            await opening
