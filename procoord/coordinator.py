@@ -11,11 +11,16 @@ The path of one task::
          its own queue, then from the shared queue as the balancer decides
          (balancer.py); WorkerSlot.write / flush: one TASK frame write per worker
       -> the channel (backends/)
-    worker process: unpickle, do_work, one at a time, FIFO; RESULT / ERROR frame
-      -> WorkerSlot.frames_received: EWMA and counters; errors from _remote.py
+    worker process (_worker/): unpickle, do_work, one at a time, FIFO; RESULT / ERROR
+      -> WorkerSlot.frames_received (_slot.py): window and counters (balancer.Window),
+         error records turned into errors (_remote.py)
       -> Dispatcher.task_finished -> Task.resolve: future and join() waiters (_task.py)
       -> Dispatcher.pump
     await handle (handle.py) -> (result, worker_ident)
+
+    A handed-back or lost task goes through Dispatcher.reroute; cancel through
+    Dispatcher.cancel (O(1) out of a queue, or a CANCEL frame); workers end through
+    _shutdown.py (remove_worker, close) and restart by _restarts.RestartPolicy.
 
 Everything here runs on the caller's event loop; process and pipe details live behind
 the backend interface (``procoord.backends``).

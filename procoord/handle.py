@@ -21,7 +21,8 @@ class JoinHandle(Generic[R]):
     task still runs.
 
     Cancelling the asyncio task that awaits a handle does not cancel the procoord task:
-    handles are not owned by their awaiters. Call :meth:`cancel` for that.
+    handles are not owned by their awaiters. Call :meth:`cancel` for that
+    (:meth:`Coordinator.call <procoord.Coordinator.call>` owns its task and does so).
     """
 
     __slots__ = ("_cancel", "_task", "_transform")
