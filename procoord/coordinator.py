@@ -38,7 +38,7 @@ from . import _wire
 from ._bulk import MapIterator
 from ._dispatch import Dispatcher
 from ._misuse import NotAwaited, async_with_needed, bound_loop, require_asyncio
-from ._options import CoordinatorOptions, MapOptions, check_options
+from ._options import CoordinatorOptions, MapOptions, check_timeout, settings
 from ._shutdown import retire_in_background, stop_all, terminate_all
 from ._slot import WorkerSlot
 from ._stream import PartQueue, StreamIterator
@@ -57,15 +57,6 @@ __all__ = ("Coordinator",)
 # Leaving ``async with`` on an exception: how long running tasks get before their
 # workers are killed.
 ERROR_EXIT_GRACE_S = 5.0
-
-# Default restart policy: more than this many crashes of one worker within the window
-# marks it failed instead of restarting it again.
-DEFAULT_RESTART_LIMIT = 5
-DEFAULT_RESTART_WINDOW_S = 60.0
-
-# Task times below this count as this for routing: below it the dispatch itself
-# dominates and the measurement is mostly noise.
-DEFAULT_EWMA_FLOOR_S = 0.001
 
 # run() lets the event loop turn once every this many calls: often enough that workers
 # are fed while a burst is issued, rarely enough to cost nothing measurable.
@@ -101,33 +92,19 @@ class Coordinator(Generic[TaskT, ResultT]):
     """
 
     def __init__(self, queue_threshold: int = 3, **options: Unpack[CoordinatorOptions]) -> None:
-        check_options(options, CoordinatorOptions, "Coordinator")
-        backend = options.get("backend")
-        ewma_floor = options.get("ewma_floor", DEFAULT_EWMA_FLOOR_S)
-        max_pending = options.get("max_pending")
-        task_timeout = options.get("task_timeout")
-        restart_limit = options.get("restart_limit", DEFAULT_RESTART_LIMIT)
-        restart_window = options.get("restart_window", DEFAULT_RESTART_WINDOW_S)
-        if not isinstance(queue_threshold, int) or queue_threshold < 1:
-            raise ValueError(f"queue_threshold must be an int >= 1, not {queue_threshold!r}")
-        if ewma_floor < 0:
-            raise ValueError("ewma_floor must be >= 0")
-        if max_pending is not None and max_pending < 1:
-            raise ValueError("max_pending must be >= 1 (or None for no limit)")
-        _check_timeout(task_timeout)
-        if restart_limit < 0 or restart_window <= 0:
-            raise ValueError("restart_limit must be >= 0 and restart_window > 0")
-        self.queue_threshold = queue_threshold
+        chosen = settings(queue_threshold, options)
+        self.queue_threshold = chosen.queue_threshold
         # A backend made here is closed here (its launcher ends with the coordinator).
         self._own_backend: LocalBackend | None = None
+        backend = chosen.backend
         if backend is None:
             backend = self._own_backend = LocalBackend()
         self.backend: Backend = backend
-        self.ewma_floor = ewma_floor
-        self.task_timeout = task_timeout
-        self.restart_limit = restart_limit
-        self.restart_window = restart_window
-        self._dispatch = Dispatcher(queue_threshold, ewma_floor, max_pending)
+        self.ewma_floor = chosen.ewma_floor
+        self.task_timeout = chosen.task_timeout
+        self.restart_limit = chosen.restart_limit
+        self.restart_window = chosen.restart_window
+        self._dispatch = Dispatcher(chosen.queue_threshold, chosen.ewma_floor, chosen.max_pending)
         self._slots = self._dispatch.slots
         self._ledger = self._dispatch.ledger
         self._factories: dict[str, Factory] = {}
@@ -358,7 +335,7 @@ class Coordinator(Generic[TaskT, ResultT]):
         if timeout is None:
             timeout = self.task_timeout
         else:
-            _check_timeout(timeout)
+            check_timeout(timeout)
         record = self._dispatch.submit(task, prefs, timeout, size)
         # The handle holds the coordinator (through this closure): a coordinator is not
         # collected, and its workers stopped, while a handle of it may still be awaited.
@@ -399,7 +376,7 @@ class Coordinator(Generic[TaskT, ResultT]):
         ends a stream still open (its loop raises ``CoordinatorClosedError`` after the
         parts that arrived): finish or leave the loop before closing.
         """
-        _check_timeout(timeout)
+        check_timeout(timeout)
         return StreamIterator(lambda queue: self._open_stream(task, prefs, timeout, queue), self._dispatch.cancel)
 
     async def _open_stream(self, task: TaskT, prefs: Pref, timeout: float | None, queue: PartQueue) -> Task:
@@ -508,7 +485,7 @@ class Coordinator(Generic[TaskT, ResultT]):
         """
         self._check_loop()
         loop = asyncio.get_running_loop()
-        _check_timeout(timeout)
+        check_timeout(timeout)
         while self._close_call is not None:  # another close() is at work
             await asyncio.shield(self._close_call)
         if self._closed:
@@ -528,11 +505,6 @@ class Coordinator(Generic[TaskT, ResultT]):
     def __repr__(self) -> str:
         state = "closed" if self._closing else "open"
         return f"<Coordinator {state} workers={len(self._slots)} pending={self._ledger.unfinished}>"
-
-
-def _check_timeout(timeout: float | None) -> None:
-    if timeout is not None and not timeout > 0:
-        raise ValueError(f"a timeout must be a positive number of seconds, not {timeout!r}")
 
 
 def terminate_workers(coord: Coordinator) -> None:
