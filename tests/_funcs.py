@@ -378,6 +378,8 @@ class BaseRaiser(TaskProcessor):
 
     def do_work(self, task: str) -> Any:
         self.count += 1
+        if task == "exit":
+            sys.exit(3)
         if task == "interrupt":
             raise KeyboardInterrupt("from do_work")
         if task == "generator-exit":

@@ -139,20 +139,10 @@ async def test_worker_killed_from_outside(bcoord: Coordinator, beacons: BeaconFa
     assert (stats.restarts, stats.failed, stats.completed) == (1, 1, 1)
 
 
-async def test_sys_exit_in_do_work(bcoord: Coordinator) -> None:
-    """Test sys.exit(3) inside do_work: WorkerLostError with that exit code, then a restart."""
-    await bcoord.add_worker("w", _funcs.raiser)
-    with pytest.raises(WorkerLostError, match="exit code 3"):
-        await bcoord.call("exit")
-    async with asyncio.timeout(DEADLOCK_TIMEOUT):
-        assert await bcoord.call("fine", TaskPrefs.Required("w")) == ("fine", "w")
-    assert (await bcoord.stats())["w"].restarts == 1
-
-
-@pytest.mark.parametrize("raised", ["interrupt", "generator-exit", "cancelled"])
+@pytest.mark.parametrize("raised", ["exit", "interrupt", "generator-exit", "cancelled"])
 async def test_base_exception_in_do_work_fails_only_the_task(bcoord: Coordinator, raised: str) -> None:
-    """Test KeyboardInterrupt, GeneratorExit or CancelledError raised by do_work: that
-    task fails with TaskProcessError, and the worker and its state live on."""
+    """Test SystemExit, KeyboardInterrupt, GeneratorExit or CancelledError raised by
+    do_work: that task fails with TaskProcessError, and the worker and its state live on."""
     await bcoord.add_worker("w", _funcs.BaseRaiser())
     (_, pid), _ = await bcoord.call("count")
     with pytest.raises(TaskProcessError) as info:

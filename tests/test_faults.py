@@ -37,11 +37,10 @@ async def wait_for_state(coord: Coordinator, ident: object, *states: str, restar
     ("kind", "exit_words"),
     [
         ("_exit", "exit code 42"),
-        ("exit", "exit code 3"),
         ("kill", "signal 9"),
         ("segv", "signal 11"),
     ],
-    ids=["os._exit", "sys.exit", "SIGKILL-inside", "segfault"],
+    ids=["os._exit", "SIGKILL-inside", "segfault"],
 )
 async def test_worker_death_fails_only_running_task(
     coord: Coordinator, beacons: BeaconFactory, kind: str, exit_words: str

@@ -157,7 +157,7 @@ class WorkerCore:
             credit = self.stream_credit.pop(task_id, 0) if self.stream_credit else 0
             try:
                 task = _wire.load_payload(payload)
-            except Exception as exc:
+            except BaseException as exc:  # sys.exit() in __setstate__ too: that task fails
                 self.send(Kind.BAD_TASK, task_id, 0.0, _wire.pack_error(exc, "task"))
                 continue
             started = time.perf_counter()
@@ -184,9 +184,7 @@ class WorkerCore:
                 elapsed = time.perf_counter() - started  # raised by do_work itself
                 self.send(Kind.ERROR, task_id, elapsed, _wire.pack_error(exc, "error"))
                 continue
-            except SystemExit:
-                raise  # sys.exit() in do_work ends the worker, as it would a process
-            except BaseException as exc:  # KeyboardInterrupt, GeneratorExit...: that task fails
+            except BaseException as exc:  # SystemExit, KeyboardInterrupt, GeneratorExit...: that task fails
                 elapsed = time.perf_counter() - started
                 ran_long = elapsed > CHECK_INPUT_AFTER_S
                 self.send(Kind.ERROR, task_id, elapsed, _wire.pack_error(exc, "error"))
@@ -205,6 +203,10 @@ class WorkerCore:
                     parts = _wire.dumps_parts(_picklable_outcomes(result), "result")
             except SerializationError as exc:
                 self.send(Kind.BAD_RESULT, task_id, elapsed, _wire.pack_error(exc, "result"))
+                continue
+            except BaseException as exc:  # sys.exit() in __reduce__: as an unpicklable result
+                error = SerializationError("result", f"{type(exc).__name__}: {exc}")
+                self.send(Kind.BAD_RESULT, task_id, elapsed, _wire.pack_error(error, "result"))
                 continue
             if len(parts) == 1:
                 self.send(Kind.RESULT, task_id, elapsed, parts[0])  # type: ignore[arg-type]
@@ -239,7 +241,7 @@ def _run_batch(do_work: Callable[[Any], Any], is_async: bool, items: Batch) -> A
             if type(result) not in _PLAIN_TYPES and inspect.isawaitable(result):
                 raise TypeError("a sync processor returned an awaitable inside a batch")
             outcomes.append((True, result))
-        except Exception as exc:
+        except BaseException as exc:
             outcomes.append((False, _wire.pack_error(exc, "error")))
     return outcomes
 
@@ -249,7 +251,9 @@ async def _run_batch_async(do_work: Callable[[Any], Any], items: Batch) -> list[
     for item in items:
         try:
             outcomes.append((True, await do_work(item)))
-        except Exception as exc:
+        except asyncio.CancelledError:
+            raise  # the batch itself is cancelled
+        except BaseException as exc:
             outcomes.append((False, _wire.pack_error(exc, "error")))
     return outcomes
 

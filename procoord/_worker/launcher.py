@@ -198,7 +198,7 @@ class _Launcher:
         try:
             pipe.worker_main(rfd, wfd, setup.spec, setup.sample_interval_s)
             code = 0
-        except SystemExit as exc:  # sys.exit() in do_work
+        except SystemExit as exc:  # outside do_work (which fails only its task)
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         except BaseException:
             traceback.print_exc()

@@ -126,7 +126,7 @@ class _ActorCore(WorkerCore):
         try:
             await self.serve(spec)
             exitcode = 0
-        except SystemExit as exc:  # sys.exit() in do_work: as a worker process would exit
+        except SystemExit as exc:  # outside do_work (which fails only its task)
             exitcode = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         finally:
             self.outbox.finish(exitcode)
