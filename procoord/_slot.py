@@ -218,6 +218,10 @@ class WorkerSlot:
         if self.channel is not None:
             self.channel.kill()
 
+    def channel_broken(self, reason: str) -> None:
+        logger.warning("worker %r (pid %s): %s; ending it", self.ident, self.pid, reason)
+        self.kill(f"procoord because {reason}")
+
     def terminate_sync(self, grace_s: float) -> None:
         """Stop the process from outside the event loop (garbage collection, exit)."""
         self.state = "stopped"
@@ -434,12 +438,12 @@ class WorkerSlot:
             self._resolve_stopped("stopped")
             return
         timed_out, self._timed_out = self._timed_out, None
+        killed_by, self._killed_by = self._killed_by, ""
         if timed_out is None and inflight:
             running = inflight.pop(0)
             self.failed += 1
-            self.owner.task_finished(
-                running, error=WorkerLostError(self.ident, channel_pid, exitcode, "the task running on it was lost")
-            )
+            lost = WorkerLostError(self.ident, channel_pid, exitcode, "the task running on it was lost", killed_by)
+            self.owner.task_finished(running, error=lost)
             logger.warning(
                 "worker %r (pid %s) died %s while running task %d",
                 self.ident,

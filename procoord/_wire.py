@@ -75,6 +75,11 @@ class Kind(IntEnum):
     END = 21
 
 
+# The kinds of frame each side sends: what a reader may expect to receive.
+TO_WORKER_KINDS: frozenset[int] = frozenset({Kind.TASK, Kind.STREAM, Kind.CREDIT, Kind.CANCEL, Kind.STOP})
+FROM_WORKER_KINDS: frozenset[int] = frozenset(Kind) - TO_WORKER_KINDS
+
+
 class Batch(list):  # type: ignore[type-arg]
     """Several tasks sent as one: the worker runs each in order and returns a list of
     (ok, result-or-packed-error) outcomes. Used by ``Coordinator.run_batch``."""
@@ -363,39 +368,63 @@ class FrameReader:
 
     Small frames are sliced out of what each read returns; a frame much larger than a
     read is received straight into one buffer of its own size, without further copies.
+
+    With ``kinds`` given, a header of any other kind means the bytes stopped being
+    frames of this protocol (something else wrote to the pipe): reading stops there,
+    the frames before it are still returned, and :attr:`corrupt` says what was found.
+    :attr:`frames_read` and :attr:`bytes_read` count what arrived, for a liveness check.
     """
 
-    __slots__ = ("_big", "_big_filled", "_big_header", "_big_view", "_buf")
+    __slots__ = (
+        "_big",
+        "_big_filled",
+        "_big_header",
+        "_big_view",
+        "_buf",
+        "_kinds",
+        "bytes_read",
+        "corrupt",
+        "frames_read",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, kinds: frozenset[int] | None = None) -> None:
         self._buf = bytearray()
         self._big: bytearray | None = None
         self._big_view: memoryview | None = None
         self._big_filled = 0
         self._big_header: tuple[int, int, float] = (0, 0, 0.0)
+        self._kinds = kinds
+        self.corrupt: str | None = None
+        self.frames_read = 0
+        self.bytes_read = 0
 
     def read_from(self, fd: int) -> list[tuple[int, int, float, Any]] | None:
         """Read what a non-blocking ``fd`` has; return the frames completed (payloads
         are bytes-like), or None at end of file. Raises BlockingIOError when there is
-        nothing to read."""
+        nothing to read. Once :attr:`corrupt` is set, returns no more frames."""
         big_view = self._big_view
         if big_view is not None:
             count = os.readv(fd, [big_view[self._big_filled :]])
             if not count:
                 return None
+            self.bytes_read += count
             self._big_filled += count
             if self._big_filled < len(big_view):
                 return []
             big_view.release()
             payload, self._big, self._big_view = self._big, None, None
             kind, task_id, number = self._big_header
+            self.frames_read += 1
             return [(kind, task_id, number, payload)]
         data = os.read(fd, READ_CHUNK)
         if not data:
             return None
+        self.bytes_read += len(data)
+        if self.corrupt is not None:
+            return []
         frames: list[tuple[int, int, float, Any]] = list(self.feed(data))
         buf = self._buf
-        if len(buf) >= HEADER_SIZE:
+        if len(buf) >= HEADER_SIZE and self.corrupt is None:
             length, kind, task_id, number = HEADER.unpack_from(buf, 0)
             have = len(buf) - HEADER_SIZE
             if length - have > READ_CHUNK:
@@ -409,6 +438,7 @@ class FrameReader:
     def feed(self, data: bytes) -> list[tuple[int, int, float, bytes]]:
         """Add bytes; return the frames they complete as (kind, task_id, number, payload)."""
         buf = self._buf
+        kinds = self._kinds
         frames = []
         if buf:
             buf += data
@@ -417,18 +447,25 @@ class FrameReader:
             with memoryview(buf) as view:
                 while size - pos >= HEADER_SIZE:
                     length, kind, task_id, number = HEADER.unpack_from(buf, pos)
+                    if kinds is not None and kind not in kinds:
+                        self._found_corrupt(kind, pos)
+                        break
                     end = pos + HEADER_SIZE + length
                     if end > size:
                         break
                     frames.append((kind, task_id, number, bytes(view[pos + HEADER_SIZE : end])))
                     pos = end
             del buf[:pos]
+            self.frames_read += len(frames)
             return frames
         # Nothing pending (the common case): slice frames straight out of ``data``.
         size = len(data)
         pos = 0
         while size - pos >= HEADER_SIZE:
             length, kind, task_id, number = HEADER.unpack_from(data, pos)
+            if kinds is not None and kind not in kinds:
+                self._found_corrupt(kind, pos)
+                break
             end = pos + HEADER_SIZE + length
             if end > size:
                 break
@@ -436,7 +473,11 @@ class FrameReader:
             pos = end
         if pos < size:
             buf += data[pos:]
+        self.frames_read += len(frames)
         return frames
+
+    def _found_corrupt(self, kind: int, pos: int) -> None:
+        self.corrupt = f"a frame header of unknown kind {kind} ({self.frames_read} frames read before it)"
 
     @property
     def pending_bytes(self) -> int:

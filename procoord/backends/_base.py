@@ -28,6 +28,11 @@ class ChannelHandler(Protocol):
 
         Called once, after every frame the worker sent has been delivered."""
 
+    def channel_broken(self, reason: str) -> None:
+        """The channel no longer carries frames that make sense (corrupt, or silent past
+        its liveness deadline): the worker must be ended; ``reason`` says why. The
+        channel's loss follows as usual."""
+
 
 class WorkerChannel(Protocol):
     """The parent's end of one running worker."""

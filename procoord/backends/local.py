@@ -44,6 +44,14 @@ EOF_GRACE_S = 1.0
 # After a worker's exit is seen, how long to wait for its exit status from the launcher.
 STATUS_GRACE_S = 1.0
 
+# A worker sends a load sample every sample interval, whatever its processor does: with
+# no frame and next to no bytes for this long, its channel is taken for stalled or
+# corrupt and the worker is ended (``LocalBackend(liveness_timeout=...)``).
+DEFAULT_LIVENESS_TIMEOUT_S = 10.0
+
+# While a big frame arrives, bytes at this rate or more count as signs of life.
+LIVE_BYTES_PER_S = 64 * 1024
+
 # The start methods LocalBackend takes: all start workers with procoord's launcher.
 START_METHODS = ("forkserver", "spawn")
 
@@ -63,6 +71,11 @@ class LocalBackend:
             module. "fork" is refused.
         ready_timeout: seconds a worker may take to build its processor.
         sample_interval: seconds between CPU/memory samples sent by each worker.
+        liveness_timeout: a ready worker from which neither a frame nor a stream of
+            bytes arrives for this many seconds (while it sends a load sample every
+            ``sample_interval``) has a stalled or corrupt channel: its running task
+            fails with WorkerLostError saying so and the worker is restarted. None
+            turns the check off (a worker stopped with SIGSTOP then waits forever).
     """
 
     name = "local"
@@ -73,6 +86,7 @@ class LocalBackend:
         *,
         ready_timeout: float = DEFAULT_READY_TIMEOUT_S,
         sample_interval: float = DEFAULT_SAMPLE_INTERVAL_S,
+        liveness_timeout: float | None = DEFAULT_LIVENESS_TIMEOUT_S,
     ) -> None:
         if start_method is None:
             start_method = "forkserver"
@@ -83,6 +97,12 @@ class LocalBackend:
             )
         if ready_timeout <= 0 or sample_interval <= 0:
             raise ValueError("ready_timeout and sample_interval must be positive")
+        if liveness_timeout is not None and liveness_timeout <= 2 * sample_interval:
+            raise ValueError(
+                f"liveness_timeout must be None or more than twice sample_interval ({sample_interval:g} s), "
+                f"not {liveness_timeout!r}"
+            )
+        self.liveness_timeout = liveness_timeout
         self.start_method = start_method
         self.ready_timeout = ready_timeout
         self.sample_interval = sample_interval
@@ -156,6 +176,8 @@ class LocalBackend:
             channel.release_pipes()  # nobody will read this worker again
             raise
         channel.set_handler(handler)
+        if self.liveness_timeout is not None:
+            channel.watch_liveness(self.liveness_timeout, self.sample_interval)
         return channel
 
 
@@ -195,8 +217,9 @@ class LocalChannel:
         self._loop = asyncio.get_running_loop()
         self._writer: PipeWriter | None = None
         self._reading = False
-        self._frames = FrameReader()
+        self._frames = FrameReader(_wire.FROM_WORKER_KINDS)
         self._handler: ChannelHandler | None = None
+        self._liveness: asyncio.TimerHandle | None = None
         self._early: list[Frame] = []
         self._ready: asyncio.Future[None] = self._loop.create_future()
         self._eof = False
@@ -317,6 +340,47 @@ class LocalChannel:
             return
         if frames:
             self._deliver(frames)
+        if self._frames.corrupt is not None and self._reading:
+            self._stop_reading()  # nothing more it sends can be understood
+            self._broken(
+                f"its channel stopped making sense: {self._frames.corrupt}, so something other than "
+                "procoord wrote to the worker's result pipe"
+            )
+
+    def watch_liveness(self, timeout_s: float, sample_interval_s: float) -> None:
+        """Check, every quarter of ``timeout_s``, that the worker still sends: a frame
+        (its load samples come every ``sample_interval_s``) or, while a big frame
+        arrives, bytes at a steady rate."""
+        period = timeout_s / 4
+        state = {"frames": -1, "bytes": 0, "quiet_since": self._loop.time()}
+
+        def check() -> None:
+            self._liveness = None
+            if self._lost or not self._reading:
+                return
+            frames, received, now = self._frames.frames_read, self._frames.bytes_read, self._loop.time()
+            if frames != state["frames"] or received - state["bytes"] >= LIVE_BYTES_PER_S * period:
+                state["quiet_since"] = now
+            state["frames"], state["bytes"] = frames, received
+            if now - state["quiet_since"] >= timeout_s:
+                self._broken(
+                    f"no frame came from the worker for {timeout_s:g} s although it sends a load sample every "
+                    f"{sample_interval_s:g} s: its channel is stalled or corrupt (or the process is stopped)"
+                )
+                return
+            self._liveness = self._loop.call_later(period, check)
+
+        self._liveness = self._loop.call_later(period, check)
+
+    def _stop_liveness(self) -> None:
+        if self._liveness is not None:
+            self._liveness.cancel()
+            self._liveness = None
+
+    def _broken(self, reason: str) -> None:
+        self._stop_liveness()
+        if self._handler is not None and not self._lost:
+            self._handler.channel_broken(reason)
 
     def _stop_reading(self) -> None:
         if self._reading:
@@ -372,6 +436,7 @@ class LocalChannel:
         if self._pid is None and self._launcher.alive and not self._ready.done():
             return  # the launcher's answer (the pid, or why not) is on its way
         self._lost = True
+        self._stop_liveness()
         if self._writer is not None:
             self._writer.abort()
         self._stop_reading()
@@ -426,6 +491,8 @@ class LocalChannel:
             return
         self._lost = True
         live = not self._loop.is_closed()
+        if live:
+            self._stop_liveness()
         if self._writer is not None:
             self._writer.abort()
         if self._reading:
