@@ -3,7 +3,7 @@
 :class:`PrometheusExporter` is a prometheus-client collector: registered on a registry
 (the default one unless told otherwise), it publishes per-worker gauges (queue, in
 flight, task time, CPU, memory, uptime, state) and counters (tasks completed and failed,
-restarts), plus the coordinator's pending and waiting tasks. Serve them as usual, e.g.
+restarts, streamed parts), plus the coordinator's pending and waiting tasks. Serve them as usual, e.g.
 ``prometheus_client.start_http_server(9100)``.
 """
 
@@ -152,6 +152,7 @@ class PrometheusExporter(Collector):
         completed = counter("worker_tasks_completed", "Tasks that returned a result.")
         failed = counter("worker_tasks_failed", "Tasks that ended in an error.")
         restarts = counter("worker_restarts", "Restarts of the worker process after a crash or timeout.")
+        parts = counter("worker_parts_streamed", "Parts of streaming tasks received from the worker.")
         for s in stats.values():
             worker = [str(s.ident)]
             queue.add_metric(worker, s.queue_len)
@@ -166,6 +167,7 @@ class PrometheusExporter(Collector):
             completed.add_metric(worker, s.completed)
             failed.add_metric(worker, s.failed)
             restarts.add_metric(worker, s.restarts)
+            parts.add_metric(worker, s.parts_streamed)
         workers = GaugeMetricFamily(f"{ns}_workers", "Workers of the coordinator.", value=len(stats))
         pending_tasks = GaugeMetricFamily(f"{ns}_tasks_pending", "Tasks submitted and not finished.", value=pending)
         waiting = GaugeMetricFamily(
@@ -184,6 +186,7 @@ class PrometheusExporter(Collector):
             completed,
             failed,
             restarts,
+            parts,
             workers,
             pending_tasks,
             waiting,

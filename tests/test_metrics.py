@@ -8,7 +8,7 @@ import pytest
 
 from procoord import BlockingCoordinator, Coordinator, Executor, TaskPrefs, TaskProcessError
 
-from . import _funcs
+from . import _funcs, _stream_funcs
 from .conftest import DEADLOCK_TIMEOUT
 
 prometheus_client = pytest.importorskip("prometheus_client")
@@ -29,18 +29,21 @@ async def test_exporter_publishes_per_worker_gauges_and_counters(coord: Coordina
         await coord.call(i, TaskPrefs.Required("w1"))
     with pytest.raises(TaskProcessError):
         await coord.call("value", TaskPrefs.Required("w2"))
+    await coord.add_worker("s", _stream_funcs.blobs)
+    assert len([p async for p in coord.stream(2, TaskPrefs.Required("s"))]) == 2
     assert 'procoord_worker_tasks_completed_total{worker="w1"}' not in scrape(registry)  # no snapshot yet
     await exporter.refresh()
     text = scrape(registry)
     assert 'procoord_worker_tasks_completed_total{worker="w1"} 3.0' in text
     assert 'procoord_worker_tasks_failed_total{worker="w2"} 1.0' in text
     assert 'procoord_worker_restarts_total{worker="w1"} 0.0' in text
+    assert 'procoord_worker_parts_streamed_total{worker="s"} 2.0' in text
     assert 'procoord_worker_queue_length{worker="w1"} 0.0' in text
     assert 'procoord_worker_state{state="idle",worker="w1"} 1.0' in text
     assert 'procoord_worker_state{state="busy",worker="w1"} 0.0' in text
     assert 'procoord_worker_rss_bytes{worker="w2"}' in text
     assert 'procoord_worker_task_seconds_ewma{worker="w1"}' in text
-    assert "procoord_workers 2.0" in text
+    assert "procoord_workers 3.0" in text
     assert "procoord_tasks_pending 0.0" in text and "procoord_tasks_waiting 0.0" in text
     exporter.unregister()
     assert "procoord_workers" not in scrape(registry)
