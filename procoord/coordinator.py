@@ -372,7 +372,8 @@ class Coordinator(Generic[TaskT, ResultT]):
         loop after the parts that came before it: ``TaskProcessError`` when the
         generator raised, ``WorkerLostError`` when the worker died, ``TaskTimeoutError``
         when ``timeout`` (seconds, for the whole stream, from when it starts) ran out.
-        ``run`` and ``call`` on such a task give the list of all its parts. ``close()``
+        ``run``, ``call``, ``map`` and ``run_batch`` on such a task give the list of all its
+        parts. ``close()``
         ends a stream still open (its loop raises ``CoordinatorClosedError`` after the
         parts that arrived): finish or leave the loop before closing.
         """

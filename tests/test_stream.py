@@ -331,3 +331,14 @@ async def test_close_ends_an_open_stream() -> None:
         assert parts == list(range(len(parts)))
         with pytest.raises(CoordinatorClosedError):
             await opening
+
+
+async def test_map_and_run_batch_give_lists(scoord: Coordinator) -> None:
+    """Test that map (whose cheap items travel in batches) and run_batch on a generator
+    task give each item the list of its parts."""
+    async with asyncio.timeout(DEADLOCK_TIMEOUT):
+        results = [r async for r, _ in scoord.map([("count", 3)] * 500)]
+        assert results == [[0, 1, 2]] * 500
+        outcomes, _ = await (await scoord.run_batch([("count", 2), ("fail_after", 1)], W))
+    assert outcomes[0] == (True, [0, 1])
+    assert outcomes[1][0] is False and isinstance(outcomes[1][1], TaskProcessError)

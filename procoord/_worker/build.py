@@ -30,7 +30,9 @@ def build_processor(spec: ProcessorSpec) -> tuple[Callable[[Any], Any], bool]:
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:
-    if inspect.iscoroutinefunction(fn):
+    """Whether ``fn`` is async (a coroutine or an async generator function): its tasks run
+    on the loop and can be cancelled."""
+    if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
         return True
     call = getattr(fn, "__call__", None)  # noqa: B004 - an object with an async __call__
-    return call is not None and inspect.iscoroutinefunction(call)
+    return call is not None and (inspect.iscoroutinefunction(call) or inspect.isasyncgenfunction(call))

@@ -12,6 +12,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable
+from types import AsyncGeneratorType, GeneratorType
 from typing import Any
 
 from .. import _wire
@@ -166,7 +167,9 @@ class WorkerCore:
                     result = _run_batch(do_work, is_async, task)
                 else:
                     result = do_work(task)
-                if is_async or (type(result) not in _PLAIN_TYPES and inspect.isawaitable(result)):
+                if (is_async and type(result) is not AsyncGeneratorType) or (
+                    type(result) not in _PLAIN_TYPES and inspect.isawaitable(result)
+                ):
                     self.current = asyncio.ensure_future(result)
                     self.current_id = task_id
                     try:
@@ -238,8 +241,10 @@ def _run_batch(do_work: Callable[[Any], Any], is_async: bool, items: Batch) -> A
     for item in items:
         try:
             result = do_work(item)
-            if type(result) not in _PLAIN_TYPES and inspect.isawaitable(result):
-                raise TypeError("a sync processor returned an awaitable inside a batch")
+            if type(result) is GeneratorType:  # a generator task: the list of its parts
+                result = list(result)
+            elif type(result) not in _PLAIN_TYPES and (inspect.isawaitable(result) or stream.is_generator(result)):
+                raise TypeError(f"a sync processor returned {type(result).__qualname__} inside a batch")
             outcomes.append((True, result))
         except BaseException as exc:
             outcomes.append((False, _wire.pack_error(exc, "error")))
@@ -250,7 +255,11 @@ async def _run_batch_async(do_work: Callable[[Any], Any], items: Batch) -> list[
     outcomes: list[tuple[bool, Any]] = []
     for item in items:
         try:
-            outcomes.append((True, await do_work(item)))
+            result = do_work(item)
+            result = result if type(result) is AsyncGeneratorType else await result
+            if type(result) not in _PLAIN_TYPES and stream.is_generator(result):
+                result = await stream.collect(result)  # a generator task: the list of its parts
+            outcomes.append((True, result))
         except asyncio.CancelledError:
             raise  # the batch itself is cancelled
         except BaseException as exc:
