@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, Unpack, final
 from ._misuse import async_for_needed
 from ._options import MapOptions, check_options
 from ._progress import ProgressBar, open_bar
+from ._task import check_task_options
 from .errors import SerializationError
 from .handle import JoinHandle
 from .prefs import Pref
@@ -74,12 +75,20 @@ class TaskSink(Protocol):
         """The number of workers."""
         ...
 
-    async def run(self, task: Any, prefs: Pref = ..., *, timeout: float | None = None) -> JoinHandle[_Pair]:
+    async def run(
+        self, task: Any, prefs: Pref = ..., *, timeout: float | None = None, retries: int = 0, priority: int = 0
+    ) -> JoinHandle[_Pair]:
         """Queue one task."""
         ...
 
     async def run_batch(
-        self, tasks: Sequence[Any], prefs: Pref = ..., *, timeout: float | None = None
+        self,
+        tasks: Sequence[Any],
+        prefs: Pref = ...,
+        *,
+        timeout: float | None = None,
+        retries: int = 0,
+        priority: int = 0,
     ) -> JoinHandle[tuple[list[tuple[bool, Any]], Hashable]]:
         """Queue several tasks as one unit."""
         ...
@@ -158,6 +167,9 @@ class MapIterator(Generic[T]):
         window = options.get("window", DEFAULT_WINDOW)
         progress = options.get("progress", False)
         timeout = options.get("timeout")
+        retries = options.get("retries", 0)
+        priority = options.get("priority", 0)
+        check_task_options(retries, priority)
         if isinstance(window, bool) or not isinstance(window, int) or window < 1:
             raise ValueError(f"window must be an int >= 1, not {window!r}")
         self._items: Iterator[Any] | None = None
@@ -175,6 +187,8 @@ class MapIterator(Generic[T]):
         self._window = window
         self._return_exceptions = return_exceptions
         self._timeout = timeout
+        self._retries = retries
+        self._priority = priority
         self._bar: ProgressBar | None = None
         if progress:
             bar_options = progress if isinstance(progress, Mapping) else None
@@ -288,7 +302,9 @@ class MapIterator(Generic[T]):
                 return
             if len(items) > 1:
                 try:
-                    handle = await self._coord.run_batch(items, self._prefs, timeout=self._timeout)
+                    handle = await self._coord.run_batch(
+                        items, self._prefs, timeout=self._timeout, retries=self._retries, priority=self._priority
+                    )
                 except SerializationError:
                     pass  # one item cannot be pickled: submit them one by one, so it fails alone
                 else:
@@ -297,7 +313,9 @@ class MapIterator(Generic[T]):
                     continue
             for item in items:
                 try:
-                    single = await self._coord.run(item, self._prefs, timeout=self._timeout)
+                    single = await self._coord.run(
+                        item, self._prefs, timeout=self._timeout, retries=self._retries, priority=self._priority
+                    )
                 except SerializationError as exc:
                     # This item's own failure: it takes its place like any failed task.
                     self._add_failure(exc)

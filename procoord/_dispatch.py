@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 from . import _wire, balancer
@@ -42,10 +42,20 @@ class Dispatcher:
         self._ids = itertools.count(1)
         self._given = itertools.count(1)
         self._cancel_pending = False
+        self.on_recycle: Callable[[WorkerSlot, str], None] | None = None  # set by the coordinator
 
     # -- tasks in -------------------------------------------------------------------
 
-    def submit(self, task: Any, prefs: Pref, timeout: float | None, size: int, stream: Any = None) -> Task:
+    def submit(
+        self,
+        task: Any,
+        prefs: Pref,
+        timeout: float | None,
+        size: int,
+        stream: Any = None,
+        retries: int = 0,
+        priority: int = 0,
+    ) -> Task:
         """Pickle a task and queue it where ``prefs`` says; raise, queuing nothing,
         when it cannot be run. ``stream``: the PartQueue of a streaming task."""
         if type(prefs) not in _PREF_TYPES:
@@ -74,7 +84,8 @@ class Dispatcher:
             raise _never_ran(slot)
         if slot is None and not any(s.routable for s in slots.values()):
             raise NoWorkersError("every worker has failed; add a worker")
-        record = Task(next(self._ids), payload, prefs, asyncio.get_running_loop().create_future(), timeout)
+        future = asyncio.get_running_loop().create_future()
+        record = Task(next(self._ids), payload, prefs, future, timeout, retries, priority)
         record.size = size
         record.stream = stream
         if slot is not None:
@@ -207,6 +218,11 @@ class Dispatcher:
                 self._shared.append(task)
         self._fail_unroutable()
 
+    def recycle(self, slot: WorkerSlot, reason: str) -> None:
+        """A worker is due for a fresh process (see procoord._recycle)."""
+        if self.on_recycle is not None and self.slots.get(slot.ident) is slot:
+            self.on_recycle(slot, reason)
+
     def _fail_unroutable(self) -> None:
         if not self._shared or any(s.routable for s in self.slots.values()):
             return
@@ -215,14 +231,19 @@ class Dispatcher:
 
     def pump(self) -> None:
         """Fill every ready worker's in-flight window: first from its own queue, then
-        from the shared queue as the balancer decides."""
+        from the shared queue as the balancer decides, then from its own queue again.
+        A worker's own tasks of a lower priority than the shared queue's next one wait
+        for that second turn."""
         slots = [s for s in self.slots.values() if s.has_room]
         if not slots:
             return  # every window is full (the common case while a burst is issued)
+        shared = self._shared
+        above = shared.top_priority()
+        held = False
         for slot in slots:
             if slot.queued:
-                slot.fill_from_queue()
-        shared = self._shared
+                slot.fill_from_queue(above)
+                held = held or bool(slot.queued)
         if shared:
             slots = [s for s in self.slots.values() if s.ready]
             times = balancer.routing_times([s.ewma_s for s in slots], self.ewma_floor)
@@ -240,6 +261,10 @@ class Dispatcher:
                 cand.queue_len += 1
                 cand.last_given = seq
                 cand.has_room = slot.has_room
+        if held:
+            for slot in slots:
+                if slot.queued:
+                    slot.fill_from_queue()
         for slot in slots:
             slot.flush()
 
@@ -272,4 +297,6 @@ def _snapshot(slot: WorkerSlot) -> WorkerStats:
         factory=slot.spec.factory,
         backend=slot.backend.name,
         parts_streamed=slot.parts_streamed,
+        recycles=slot.counts.recycles,
+        retries=slot.counts.retries,
     )

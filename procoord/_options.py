@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
+from ._recycle import check_limits
 from .backends._base import Backend
 
 __all__ = ("CoordinatorOptions", "MapOptions", "Settings", "check_options", "check_timeout", "settings")
@@ -37,6 +38,8 @@ class CoordinatorOptions(TypedDict, total=False):
     task_timeout: float | None
     restart_limit: int
     restart_window: float
+    max_tasks_per_worker: int | None
+    max_rss_per_worker: int | None
 
 
 class MapOptions(TypedDict, total=False):
@@ -46,6 +49,8 @@ class MapOptions(TypedDict, total=False):
     window: int
     progress: bool | Mapping[str, Any]
     timeout: float | None
+    retries: int
+    priority: int
 
 
 def check_options(options: Mapping[str, Any], allowed: type[Any], caller: str) -> None:
@@ -75,6 +80,8 @@ class Settings:
     task_timeout: float | None
     restart_limit: int
     restart_window: float
+    max_tasks_per_worker: int | None = None
+    max_rss_per_worker: int | None = None
 
 
 def settings(queue_threshold: int, options: CoordinatorOptions) -> Settings:
@@ -89,6 +96,8 @@ def settings(queue_threshold: int, options: CoordinatorOptions) -> Settings:
         options.get("task_timeout"),
         options.get("restart_limit", DEFAULT_RESTART_LIMIT),
         options.get("restart_window", DEFAULT_RESTART_WINDOW_S),
+        options.get("max_tasks_per_worker"),
+        options.get("max_rss_per_worker"),
     )
     if not isinstance(queue_threshold, int) or queue_threshold < 1:
         raise ValueError(f"queue_threshold must be an int >= 1, not {queue_threshold!r}")
@@ -99,4 +108,5 @@ def settings(queue_threshold: int, options: CoordinatorOptions) -> Settings:
     check_timeout(chosen.task_timeout)
     if chosen.restart_limit < 0 or chosen.restart_window <= 0:
         raise ValueError("restart_limit must be >= 0 and restart_window > 0")
+    check_limits(chosen.max_tasks_per_worker, chosen.max_rss_per_worker)
     return chosen

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Hashable
+from collections.abc import Awaitable, Callable, Hashable
 
 from ._dispatch import Dispatcher
 from ._slot import WorkerSlot
@@ -48,9 +48,15 @@ def retire_in_background(dispatch: Dispatcher, slot: WorkerSlot) -> asyncio.Task
     return task
 
 
-async def stop_all(dispatch: Dispatcher, cancel_pending: bool, timeout: float | None) -> None:
-    """Let unfinished tasks finish (or fail the queued ones), then stop every worker,
-    retiring and starting ones included; past ``timeout`` seconds, kill what is left."""
+async def stop_all(
+    dispatch: Dispatcher,
+    cancel_pending: bool,
+    timeout: float | None,
+    settle: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Let unfinished tasks finish (or fail the queued ones), then ``settle`` (wait for
+    what replaces workers), then stop every worker, retiring and starting ones
+    included; past ``timeout`` seconds, kill what is left."""
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout
     dispatch.ledger.release_waiters()
@@ -63,6 +69,8 @@ async def stop_all(dispatch: Dispatcher, cancel_pending: bool, timeout: float | 
         except TimeoutError:
             logger.warning("close(): tasks still unfinished after %g s; stopping the workers", timeout)
             dispatch.cancel_pending()
+    if settle is not None:
+        await settle()
     slots = list(dispatch.slots.values()) + list(dispatch.retiring)
     for slot in slots:
         slot.begin_stop()

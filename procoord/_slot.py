@@ -8,6 +8,7 @@ keeps its own books and talks to its channel.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import time
 import weakref
@@ -15,6 +16,7 @@ from collections.abc import Hashable, Sequence
 from typing import Any, Protocol
 
 from . import _logs, _remote, _wire, balancer
+from ._recycle import Counts, RecyclePolicy
 from ._restarts import RestartPolicy
 from ._stream import STREAM_CREDIT
 from ._task import Task, TaskQueue
@@ -45,6 +47,7 @@ class SlotOwner(Protocol):
     def reroute(self, tasks: Sequence[Task], lost: WorkerSlot) -> None: ...
     def pump(self) -> None: ...
     def slot_failed(self, slot: WorkerSlot) -> None: ...
+    def recycle(self, slot: WorkerSlot, reason: str) -> None: ...
 
 
 class WorkerSlot:
@@ -60,6 +63,7 @@ class WorkerSlot:
         restart: bool,
         restart_limit: int,
         restart_window_s: float,
+        recycle: RecyclePolicy | None = None,
     ) -> None:
         # Weak, so that an open coordinator nobody refers to can be collected (its
         # finalizer then stops the processes): the event loop keeps slots alive.
@@ -68,15 +72,17 @@ class WorkerSlot:
         self.spec = spec
         self.backend = backend
         self._policy = RestartPolicy(restart, restart_limit, restart_window_s)
+        self.recycle_policy = recycle if recycle is not None and recycle != RecyclePolicy() else None
         self.channel: WorkerChannel | None = None
         self.state: WorkerState | str = "starting"
         self._queue = TaskQueue()
         self.inflight: dict[int, Task] = {}
         self.window = balancer.Window()
-        self.completed = 0
-        self.failed = 0
-        self.parts_streamed = 0
-        self.restarts = 0
+        self.counts = Counts()  # shared with its successors when it is recycled
+        self.tasks_run = 0  # by the current process: what max_tasks counts
+        self.recycling = False
+        self._handing_over = False
+        self._idle: asyncio.Future[None] | None = None
         self.last_given = 0
         self.cpu_percent = 0.0
         self.rss_bytes = 0
@@ -125,6 +131,49 @@ class WorkerSlot:
         self.state = "ready"
         self.ready_at = time.monotonic()
         self.cpu_percent = 0.0
+        self.tasks_run = 0
+
+    # Its counters live in ``counts``, which a recycled worker's successor carries on.
+    completed = property(lambda self: self.counts.completed, lambda self, n: setattr(self.counts, "completed", n))
+    failed = property(lambda self: self.counts.failed, lambda self, n: setattr(self.counts, "failed", n))
+    restarts = property(lambda self: self.counts.restarts, lambda self, n: setattr(self.counts, "restarts", n))
+    parts_streamed = property(
+        lambda self: self.counts.parts_streamed, lambda self, n: setattr(self.counts, "parts_streamed", n)
+    )
+
+    def successor(self) -> WorkerSlot:
+        """A slot for a fresh process with this one's ident and spec (to recycle it),
+        carrying on its counters, its crash history and its measurements."""
+        new = WorkerSlot(
+            self.owner,
+            self.ident,
+            self.spec,
+            self.backend,
+            restart=self._policy.enabled,
+            restart_limit=self._policy.limit,
+            restart_window_s=self._policy.window_s,
+            recycle=self.recycle_policy,
+        )
+        new._policy = self._policy  # the crash history goes on
+        new.counts = self.counts
+        new.window = copy.copy(self.window)
+        new.last_given = self.last_given
+        return new
+
+    async def hand_over(self) -> None:
+        """Write no more tasks here, and wait until those written have finished (or
+        the process is gone): then nothing is left to hand back, and a successor runs
+        this ident's tasks in order."""
+        self._handing_over = True
+        if self.inflight and self.channel is not None:
+            if self._idle is None:
+                self._idle = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._idle)
+
+    def _wake_idle(self) -> None:
+        if self._idle is not None:
+            self._idle.set_result(None)
+            self._idle = None
 
     @property
     def routable(self) -> bool:
@@ -137,7 +186,7 @@ class WorkerSlot:
 
     @property
     def has_room(self) -> bool:
-        return len(self.inflight) < self.window.depth and self.state == "ready"
+        return len(self.inflight) < self.window.depth and self.state == "ready" and not self._handing_over
 
     @property
     def queue_len(self) -> int:
@@ -288,9 +337,17 @@ class WorkerSlot:
         credit = 0 if task.stream is None else STREAM_CREDIT
         self._out.extend(_wire.task_frame_parts(task.id, task.payload, credit))
 
-    def fill_from_queue(self) -> None:
+    def top_priority(self) -> int | None:
+        """The priority of the next task in this worker's queue (None: empty)."""
+        return self._queue.top_priority()
+
+    def fill_from_queue(self, above: int | None = None) -> None:
+        """Write queued tasks while there is room; with ``above``, only tasks of at
+        least that priority (a higher one waits in the shared queue)."""
         queue = self._queue
-        while queue and len(self.inflight) < self.window.depth:
+        while queue and self.has_room:
+            if above is not None and (queue.top_priority() or 0) < above:
+                return
             self._write(queue.popleft())
 
     def flush(self) -> None:
@@ -339,12 +396,20 @@ class WorkerSlot:
             return
         del self.inflight[task.id]
         self._head = None
-        self.failed += 1
         self._timed_out = task
+        retry = task.may_retry()
         logger.warning(
-            "worker %r (pid %s): task %d timed out after %g s; restarting", self.ident, self.pid, task.id, task.timeout
+            "worker %r (pid %s): task %d timed out after %g s (attempt %d); restarting%s",
+            self.ident,
+            self.pid,
+            task.id,
+            task.timeout,
+            task.attempts,
+            ", the task runs again" if retry else "",
         )
-        self.owner.task_finished(task, error=TaskTimeoutError(self.ident, task.timeout or 0.0))
+        if not retry:  # a retried task goes back to routing once the process is gone
+            self.failed += 1
+            self.owner.task_finished(task, error=TaskTimeoutError(self.ident, task.timeout or 0.0, task.attempts))
         self.channel.kill()
 
     # -- receiving (ChannelHandler) ------------------------------------------------
@@ -370,6 +435,8 @@ class WorkerSlot:
             task = inflight.pop(task_id, None)
             if task is None:
                 continue  # finished already (timed out)
+            if kind == Kind.RESULT or kind == Kind.ERROR:
+                self.tasks_run += task.size or 1
             if kind == Kind.RESULT:
                 self._measured(task, number / task.size if task.size else number)
                 try:
@@ -404,8 +471,14 @@ class WorkerSlot:
         if returned:
             owner.reroute(returned, self)
         self._update_head()
-        if self.state == "stopping" and not self.inflight:
-            self._send_stop()
+        if not inflight:
+            self._wake_idle()
+            if self.state == "stopping":
+                self._send_stop()
+        if self.recycle_policy is not None and not self.recycling and self.state == "ready":
+            reason = self.recycle_policy.reason(self.tasks_run, self.rss_bytes)
+            if reason is not None:
+                owner.recycle(self, reason)
         owner.pump()
 
     def _measured(self, task: Task, run_s: float) -> None:
@@ -418,45 +491,75 @@ class WorkerSlot:
             return
         channel_pid = self.pid
         self.channel = None
+        self._wake_idle()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         self._head = None
         inflight = list(self.inflight.values())
         self.inflight.clear()
+        timed_out, self._timed_out = self._timed_out, None
+        retried: list[Task] = []
+        if timed_out is not None and not timed_out.done():
+            retried.append(timed_out)  # timed out, to run again (see _on_timeout)
         if self.state == "stopping":
             # A clean stop leaves nothing in flight; after a kill, the running task is
             # lost and the ones behind it never started.
             if inflight:
-                self.failed += 1
-                lost = WorkerLostError(self.ident, channel_pid, exitcode, "while it stopped", self._killed_by)
-                self.owner.task_finished(inflight[0], error=lost)
-            if inflight[1:]:
-                self.owner.reroute(inflight[1:], self)
+                running = inflight.pop(0)
+                if running.may_retry() and not self._killed_by:
+                    retried.append(running)
+                else:
+                    self.failed += 1
+                    lost = WorkerLostError(
+                        self.ident,
+                        channel_pid,
+                        exitcode,
+                        "while it stopped",
+                        self._killed_by,
+                        attempts=running.attempts,
+                    )
+                    self.owner.task_finished(running, error=lost)
+            self._count_retries(retried)
+            if retried or inflight:
+                self.owner.reroute(retried + inflight, self)
             logger.info("worker %r (pid %s) stopped", self.ident, channel_pid)
             self.state = "stopped"
             self._resolve_stopped("stopped")
             return
-        timed_out, self._timed_out = self._timed_out, None
         killed_by, self._killed_by = self._killed_by, ""
         if timed_out is None and inflight:
             running = inflight.pop(0)
-            self.failed += 1
-            lost = WorkerLostError(self.ident, channel_pid, exitcode, "the task running on it was lost", killed_by)
-            self.owner.task_finished(running, error=lost)
+            retry = running.may_retry()
+            if retry:
+                retried.append(running)
+            else:
+                self.failed += 1
+                lost = WorkerLostError(
+                    self.ident,
+                    channel_pid,
+                    exitcode,
+                    "the task running on it was lost",
+                    killed_by,
+                    attempts=running.attempts,
+                )
+                self.owner.task_finished(running, error=lost)
             logger.warning(
-                "worker %r (pid %s) died %s while running task %d",
+                "worker %r (pid %s) died %s while running task %d (attempt %d)%s",
                 self.ident,
                 channel_pid,
                 describe_exit(exitcode),
                 running.id,
+                running.attempts,
+                "; it runs again" if retry else "",
             )
         elif timed_out is None:
             logger.warning("worker %r (pid %s) died %s while idle", self.ident, channel_pid, describe_exit(exitcode))
         # Tasks written but not started, and Any/Preferred tasks bound here, go elsewhere;
         # Required ones wait for the restart.
+        self._count_retries(retried)
         queued = self._queue.drain()
-        movable = inflight + [t for t in queued if type(t.prefs) is not Required]
+        movable = retried + inflight + [t for t in queued if type(t.prefs) is not Required]
         self._queue.extend([t for t in queued if type(t.prefs) is Required])
         if timed_out is None:
             self._policy.crashed(time.monotonic())
@@ -464,6 +567,11 @@ class WorkerSlot:
         if movable:
             self.owner.reroute(movable, self)
         self.owner.pump()
+
+    def _count_retries(self, tasks: list[Task]) -> None:
+        for task in tasks:
+            task.attempts += 1
+        self.counts.retries += len(tasks)
 
     def _after_loss(self, exitcode: int | None) -> None:
         delay = self._policy.next_delay(time.monotonic())
@@ -527,6 +635,9 @@ class _Orphaned:
         pass
 
     def slot_failed(self, slot: WorkerSlot) -> None:
+        pass
+
+    def recycle(self, slot: WorkerSlot, reason: str) -> None:
         pass
 
 

@@ -3,33 +3,46 @@
 A :class:`Task` resolves itself: its future and the ``join`` calls waiting on it are
 touched here and nowhere else. A :class:`TaskQueue` is a FIFO whose owner (the
 dispatcher for the shared queue, a worker slot for its own) is the only one to change
-it; a queued task leaves it in O(1) when it is cancelled.
+it: it gives out higher priorities first, FIFO within one priority, and a queued task
+leaves it in O(1) when it is cancelled.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
 from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
 from .prefs import Pref
 
-__all__ = ("Payload", "Task", "TaskQueue")
+__all__ = ("Payload", "Task", "TaskQueue", "check_task_options")
 
 Payload = bytes | list[bytes | memoryview]
 """A pickled task: bytes, or a pickle stream followed by out-of-band buffers."""
+
+
+def check_task_options(retries: int, priority: int) -> None:
+    """Raise for a ``retries`` or ``priority`` that is not an int (or a negative ``retries``)."""
+    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+        raise ValueError(f"retries must be an int >= 0, not {retries!r}")
+    if not isinstance(priority, int) or isinstance(priority, bool):
+        raise TypeError(f"priority must be an int (higher runs first), not {priority!r}")
 
 
 class Task:
     """The coordinator's record of one task, from ``run`` until it is resolved."""
 
     __slots__ = (
+        "attempts",
         "future",
         "id",
         "payload",
         "prefs",
+        "priority",
         "queue",
+        "retries",
         "size",
         "slot",
         "started_at",
@@ -40,13 +53,23 @@ class Task:
     )
 
     def __init__(
-        self, task_id: int, payload: Payload, prefs: Pref, future: asyncio.Future[Any], timeout: float | None
+        self,
+        task_id: int,
+        payload: Payload,
+        prefs: Pref,
+        future: asyncio.Future[Any],
+        timeout: float | None,
+        retries: int = 0,
+        priority: int = 0,
     ) -> None:
         self.id = task_id
         self.payload = payload
         self.prefs = prefs
         self.future = future
         self.timeout = timeout
+        self.retries = retries  # runs after the first one, for a task lost or timed out
+        self.priority = priority
+        self.attempts = 1  # runs so far, the current one included
         self.size = 0  # the number of items of a batch; 0 for a single task
         self.stream: Any = None  # the PartQueue of a streaming task (procoord._stream)
         self.waiters: list[asyncio.Future[None]] = []  # join() calls waiting on it
@@ -58,6 +81,10 @@ class Task:
     def done(self) -> bool:
         """Whether the task has its outcome (result, error or cancelled)."""
         return self.future.done()
+
+    def may_retry(self) -> bool:
+        """Whether the task, lost with its worker or timed out, is to run again."""
+        return self.attempts <= self.retries and not self.future.done()
 
     def resolve(self, result: Any = None, error: BaseException | None = None) -> None:
         """Give the task its outcome: ``error``, else ``result``, else cancelled. Wakes
@@ -96,15 +123,31 @@ class Task:
         return f"<Task {self.id} {'done' if self.done() else 'pending'}>"
 
 
-class TaskQueue:
-    """A FIFO of tasks waiting for a worker. ``discard`` is O(1): the entry stays in
-    place and is skipped when it reaches the head (a discarded task is resolved and
-    never queued again)."""
+class _Lane:
+    """The tasks of one priority, FIFO; ``live`` counts those not discarded."""
 
-    __slots__ = ("_entries", "_live")
+    __slots__ = ("entries", "live")
 
     def __init__(self) -> None:
-        self._entries: deque[Task] = deque()
+        self.entries: deque[Task] = deque()
+        self.live = 0
+
+
+class TaskQueue:
+    """Tasks waiting for a worker: higher priority first, FIFO within one priority.
+
+    Each priority has its own FIFO lane; a heap holds the priorities that have a lane
+    (one entry each), so taking the next task is O(1) with one priority in use and
+    O(log p) with p of them. ``discard`` is O(1): the entry stays in place and is skipped
+    when it reaches the head of its lane (a discarded task is resolved and never queued
+    again).
+    """
+
+    __slots__ = ("_lanes", "_live", "_top")
+
+    def __init__(self) -> None:
+        self._lanes: dict[int, _Lane] = {}
+        self._top: list[int] = []  # negated priorities, one per lane
         self._live = 0
 
     def __len__(self) -> int:
@@ -114,47 +157,84 @@ class TaskQueue:
         return self._live > 0
 
     def __iter__(self) -> Iterator[Task]:
-        return (t for t in self._entries if t.queue is self)
+        for priority in sorted(self._lanes, reverse=True):
+            yield from (t for t in self._lanes[priority].entries if t.queue is self)
+
+    def _lane(self, priority: int) -> _Lane:
+        lane = self._lanes.get(priority)
+        if lane is None:
+            lane = self._lanes[priority] = _Lane()
+            heapq.heappush(self._top, -priority)
+        return lane
 
     def append(self, task: Task) -> None:
+        """Queue a task behind those of its priority."""
+        lane = self._lane(task.priority)
         task.queue = self
-        self._entries.append(task)
+        lane.entries.append(task)
+        lane.live += 1
         self._live += 1
 
     def appendleft(self, task: Task) -> None:
+        """Queue a task ahead of those of its priority (it was handed back)."""
+        lane = self._lane(task.priority)
         task.queue = self
-        self._entries.appendleft(task)
+        lane.entries.appendleft(task)
+        lane.live += 1
         self._live += 1
 
     def extend(self, tasks: list[Task]) -> None:
         for task in tasks:
             self.append(task)
 
-    def popleft(self) -> Task:
-        """The task at the head; IndexError when the queue is empty."""
-        entries = self._entries
+    def _head_lane(self) -> _Lane:
+        """The lane of the highest priority with a live task, its head live; the queue
+        must not be empty."""
+        top, lanes = self._top, self._lanes
         while True:
-            task = entries.popleft()
-            if task.queue is self:
-                task.queue = None
-                self._live -= 1
-                return task
+            lane = lanes[-top[0]]
+            if lane.live:
+                entries = lane.entries
+                while entries[0].queue is not self:
+                    entries.popleft()
+                return lane
+            del lanes[-heapq.heappop(top)]
+
+    def top_priority(self) -> int | None:
+        """The priority of the task ``popleft`` would give, or None when empty."""
+        if not self._live:
+            return None
+        return self._head_lane().entries[0].priority
+
+    def popleft(self) -> Task:
+        """The next task: the oldest of the highest priority; IndexError when empty."""
+        if not self._live:
+            raise IndexError("pop from an empty TaskQueue")
+        lane = self._head_lane()
+        task = lane.entries.popleft()
+        task.queue = None
+        lane.live -= 1
+        self._live -= 1
+        return task
 
     def discard(self, task: Task) -> bool:
         """Take ``task`` out of the queue; False when it is not in it."""
         if task.queue is not self:
             return False
         task.queue = None
+        lane = self._lanes[task.priority]
+        lane.live -= 1
+        if not lane.live:
+            lane.entries.clear()
         self._live -= 1
-        if not self._live:
-            self._entries.clear()
         return True
 
     def drain(self) -> list[Task]:
-        """Take every task out, in order."""
-        tasks = [t for t in self._entries if t.queue is self]
+        """Take every task out, highest priority first, FIFO within one."""
+        tasks = list(self)
         for task in tasks:
             task.queue = None
-        self._entries.clear()
+        self._lanes.clear()
+        self._top.clear()
         self._live = 0
         return tasks

@@ -299,8 +299,14 @@ class BlockingCoordinator(Generic[TaskT, ResultT]):
         restart: bool = True,
         backend: Backend | None = None,
         env: Mapping[str, str | None] | None = None,
+        max_tasks: int | None = None,
+        max_rss: int | None = None,
     ) -> bool:
-        return self.run_coroutine(self._coord.add_worker(ident, processor, restart=restart, backend=backend, env=env))
+        return self.run_coroutine(
+            self._coord.add_worker(
+                ident, processor, restart=restart, backend=backend, env=env, max_tasks=max_tasks, max_rss=max_rss
+            )
+        )
 
     @_mirrors(Coordinator.add_workers)
     def add_workers(
@@ -311,8 +317,14 @@ class BlockingCoordinator(Generic[TaskT, ResultT]):
         restart: bool = True,
         backend: Backend | None = None,
         env: Mapping[str, str | None] | None = None,
+        max_tasks: int | None = None,
+        max_rss: int | None = None,
     ) -> list[str]:
-        return self.run_coroutine(self._coord.add_workers(factory, count, restart=restart, backend=backend, env=env))
+        return self.run_coroutine(
+            self._coord.add_workers(
+                factory, count, restart=restart, backend=backend, env=env, max_tasks=max_tasks, max_rss=max_rss
+            )
+        )
 
     @_mirrors(Coordinator.remove_worker)
     def remove_worker(self, ident: Hashable) -> bool:
@@ -332,21 +344,30 @@ class BlockingCoordinator(Generic[TaskT, ResultT]):
 
     @_mirrors(Coordinator.run, _FUTURE_NOTE)
     def run(
-        self, task: TaskT, prefs: Pref = ANY, *, timeout: float | None = None
+        self, task: TaskT, prefs: Pref = ANY, *, timeout: float | None = None, retries: int = 0, priority: int = 0
     ) -> concurrent.futures.Future[tuple[ResultT, Hashable]]:
-        return self.run_coroutine(self._queue(self._coord.run(task, prefs, timeout=timeout)))
+        queued = self._coord.run(task, prefs, timeout=timeout, retries=retries, priority=priority)
+        return self.run_coroutine(self._queue(queued))
 
     @_mirrors(Coordinator.run_nowait, _FUTURE_NOTE)
     def run_nowait(
-        self, task: TaskT, prefs: Pref = ANY, *, timeout: float | None = None
+        self, task: TaskT, prefs: Pref = ANY, *, timeout: float | None = None, retries: int = 0, priority: int = 0
     ) -> concurrent.futures.Future[tuple[ResultT, Hashable]]:
-        return self.run_coroutine(self._queue(_now(self._coord.run_nowait, task, prefs, timeout=timeout)))
+        queued = _now(self._coord.run_nowait, task, prefs, timeout=timeout, retries=retries, priority=priority)
+        return self.run_coroutine(self._queue(queued))
 
     @_mirrors(Coordinator.run_batch, _FUTURE_NOTE)
     def run_batch(
-        self, tasks: Sequence[TaskT], prefs: Pref = ANY, *, timeout: float | None = None
+        self,
+        tasks: Sequence[TaskT],
+        prefs: Pref = ANY,
+        *,
+        timeout: float | None = None,
+        retries: int = 0,
+        priority: int = 0,
     ) -> concurrent.futures.Future[tuple[list[tuple[bool, Any]], Hashable]]:
-        return self.run_coroutine(self._queue(self._coord.run_batch(tasks, prefs, timeout=timeout)))
+        queued = self._coord.run_batch(tasks, prefs, timeout=timeout, retries=retries, priority=priority)
+        return self.run_coroutine(self._queue(queued))
 
     async def _queue(self, queued: Awaitable[JoinHandle[T]]) -> concurrent.futures.Future[T]:
         loop = asyncio.get_running_loop()
@@ -364,16 +385,20 @@ class BlockingCoordinator(Generic[TaskT, ResultT]):
         return future
 
     @_mirrors(Coordinator.call, "interrupting the caller (Ctrl-C) cancels the task likewise.")
-    def call(self, task: TaskT, prefs: Pref = ANY, *, timeout: float | None = None) -> tuple[ResultT, Hashable]:
-        return self.run_coroutine(self._coord.call(task, prefs, timeout=timeout))
+    def call(
+        self, task: TaskT, prefs: Pref = ANY, *, timeout: float | None = None, retries: int = 0, priority: int = 0
+    ) -> tuple[ResultT, Hashable]:
+        return self.run_coroutine(self._coord.call(task, prefs, timeout=timeout, retries=retries, priority=priority))
 
     @_mirrors(
         Coordinator.stream,
         "a plain iterator (:class:`BlockingMapIterator`) over the parts; leaving its "
         "``for`` loop early cancels the task likewise.",
     )
-    def stream(self, task: TaskT, prefs: Pref = ANY, *, timeout: float | None = None) -> BlockingMapIterator[Any]:
-        aiter_ = self._sync(self._coord.stream, task, prefs, timeout=timeout)
+    def stream(
+        self, task: TaskT, prefs: Pref = ANY, *, timeout: float | None = None, priority: int = 0
+    ) -> BlockingMapIterator[Any]:
+        aiter_ = self._sync(self._coord.stream, task, prefs, timeout=timeout, priority=priority)
         return BlockingMapIterator(self, aiter_)
 
     @overload

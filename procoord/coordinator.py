@@ -39,10 +39,12 @@ from ._bulk import MapIterator
 from ._dispatch import Dispatcher
 from ._misuse import NotAwaited, async_with_needed, bound_loop, require_asyncio
 from ._options import CoordinatorOptions, MapOptions, check_timeout, settings
+from ._recycle import RecyclePolicy, check_limits
+from ._recycler import Recycler
 from ._shutdown import retire_in_background, stop_all, terminate_all
 from ._slot import WorkerSlot
 from ._stream import PartQueue, StreamIterator
-from ._task import Task
+from ._task import Task, check_task_options
 from ._typing import ResultT, TaskT
 from .backends._base import Backend
 from .backends.local import LocalBackend
@@ -89,6 +91,10 @@ class Coordinator(Generic[TaskT, ResultT]):
             within ``restart_window`` seconds (default 60) is marked failed instead
             of restarted.
         restart_window: see ``restart_limit``.
+        max_tasks_per_worker: recycle every worker after this many tasks (None:
+            never); ``add_worker(max_tasks=...)`` overrides it for one worker.
+        max_rss_per_worker: recycle a worker once its memory (RSS, bytes) exceeds
+            this after a task (None: never); ``add_worker(max_rss=...)`` overrides it.
     """
 
     def __init__(self, queue_threshold: int = 3, **options: Unpack[CoordinatorOptions]) -> None:
@@ -104,9 +110,13 @@ class Coordinator(Generic[TaskT, ResultT]):
         self.task_timeout = chosen.task_timeout
         self.restart_limit = chosen.restart_limit
         self.restart_window = chosen.restart_window
+        self.max_tasks_per_worker = chosen.max_tasks_per_worker
+        self.max_rss_per_worker = chosen.max_rss_per_worker
         self._dispatch = Dispatcher(chosen.queue_threshold, chosen.ewma_floor, chosen.max_pending)
         self._slots = self._dispatch.slots
         self._ledger = self._dispatch.ledger
+        self._recycler = Recycler(self._dispatch)
+        self._dispatch.on_recycle = self._recycler.start
         self._factories: dict[str, Factory] = {}
         self._runs_since_yield = 0
         self._closing = False  # no new tasks or workers
@@ -163,6 +173,8 @@ class Coordinator(Generic[TaskT, ResultT]):
         restart: bool = True,
         backend: Backend | None = None,
         env: Mapping[str, str | None] | None = None,
+        max_tasks: int | None = None,
+        max_rss: int | None = None,
     ) -> bool:
         """Start a worker process running ``processor`` and return once it can take tasks.
 
@@ -173,6 +185,12 @@ class Coordinator(Generic[TaskT, ResultT]):
         of restarted. ``env`` sets (str) or removes (None) environment variables for
         this worker, on top of ``os.environ`` as it is now; a restart keeps them.
 
+        ``max_tasks`` / ``max_rss`` (bytes) recycle the worker: after that many tasks,
+        or once its sampled memory exceeds ``max_rss`` after a task, a fresh process
+        with the same ident and processor is started while the old one goes on, then
+        takes over its queue; no task fails or is lost because of it. None takes the
+        coordinator's ``max_tasks_per_worker`` / ``max_rss_per_worker``.
+
         Raises:
             WorkerStartError: the worker could not start (unknown factory name, the
                 processor raised while being built, the process died).
@@ -182,6 +200,11 @@ class Coordinator(Generic[TaskT, ResultT]):
         self._check_open()
         require_asyncio("add_worker")
         hash(ident)  # an unhashable ident fails here, with Python's own TypeError
+        check_limits(max_tasks, max_rss)
+        policy = RecyclePolicy(
+            self.max_tasks_per_worker if max_tasks is None else max_tasks,
+            self.max_rss_per_worker if max_rss is None else max_rss,
+        )
         try:
             spec = with_environment(make_spec(processor, self._factories), env)
         except KeyError:
@@ -197,6 +220,7 @@ class Coordinator(Generic[TaskT, ResultT]):
             restart=restart,
             restart_limit=self.restart_limit,
             restart_window_s=self.restart_window,
+            recycle=policy,
         )
         retiring = self._dispatch.retiring
         retiring.add(slot)  # covered by the finalizer, and stopped by close(), while it starts
@@ -217,6 +241,8 @@ class Coordinator(Generic[TaskT, ResultT]):
         restart: bool = True,
         backend: Backend | None = None,
         env: Mapping[str, str | None] | None = None,
+        max_tasks: int | None = None,
+        max_rss: int | None = None,
     ) -> list[str]:
         """Start ``count`` workers of the registered factory ``factory`` in parallel.
 
@@ -234,7 +260,12 @@ class Coordinator(Generic[TaskT, ResultT]):
                 idents.append(ident)
             n += 1
         outcomes = await asyncio.gather(
-            *(self.add_worker(ident, factory, restart=restart, backend=backend, env=env) for ident in idents),
+            *(
+                self.add_worker(
+                    ident, factory, restart=restart, backend=backend, env=env, max_tasks=max_tasks, max_rss=max_rss
+                )
+                for ident in idents
+            ),
             return_exceptions=True,
         )
         errors = [o for o in outcomes if isinstance(o, BaseException)]
@@ -270,13 +301,17 @@ class Coordinator(Generic[TaskT, ResultT]):
     # -- tasks ----------------------------------------------------------------------
 
     def run(
-        self, task: TaskT, prefs: Pref = ANY, *, timeout: float | None = None
+        self, task: TaskT, prefs: Pref = ANY, *, timeout: float | None = None, retries: int = 0, priority: int = 0
     ) -> Coroutine[Any, Any, JoinHandle[tuple[ResultT, Hashable]]]:
         """Queue a task and return its :class:`JoinHandle` at once: ``h = await coord.run(task)``.
 
         It waits only while ``max_pending`` tasks are unfinished, when that is set.
         ``timeout`` (seconds, from when the task starts running) overrides the
-        coordinator's ``task_timeout``.
+        coordinator's ``task_timeout``. ``retries``: how many more times the task runs
+        when its worker dies under it or it times out (never when it raises); the
+        final error's ``attempts`` says how many runs were made. ``priority``: among
+        tasks waiting in the coordinator, higher ones are written to workers first,
+        FIFO within one priority; a running task is never preempted.
 
         Raises, without queuing anything:
             SerializationError: the task cannot be pickled.
@@ -284,13 +319,15 @@ class Coordinator(Generic[TaskT, ResultT]):
             NoWorkersError: there is no worker.
             CoordinatorClosedError: after ``close``.
         """
-        return NotAwaited(self._run(task, prefs, timeout), "coord.run")
+        return NotAwaited(self._run(task, prefs, timeout, retries, priority), "coord.run")
 
-    async def _run(self, task: TaskT, prefs: Pref, timeout: float | None) -> JoinHandle[tuple[ResultT, Hashable]]:
+    async def _run(
+        self, task: TaskT, prefs: Pref, timeout: float | None, retries: int = 0, priority: int = 0
+    ) -> JoinHandle[tuple[ResultT, Hashable]]:
         self._check_open()
         if self._ledger.full():
             await self._ledger.wait_for_space(self._check_open)
-        handle = self._submit(task, prefs, timeout, 0)
+        handle = self._submit(task, prefs, timeout, 0, retries, priority)
         self._runs_since_yield += 1
         if self._runs_since_yield >= YIELD_EVERY_RUNS:
             # A caller issuing a burst in a loop never lets the event loop turn: let the
@@ -300,7 +337,7 @@ class Coordinator(Generic[TaskT, ResultT]):
         return handle
 
     def run_nowait(
-        self, task: TaskT, prefs: Pref = ANY, *, timeout: float | None = None
+        self, task: TaskT, prefs: Pref = ANY, *, timeout: float | None = None, retries: int = 0, priority: int = 0
     ) -> JoinHandle[tuple[ResultT, Hashable]]:
         """Like :meth:`run`, but never waits: when ``max_pending`` tasks are unfinished it
         raises :class:`asyncio.QueueFull` (as ``Queue.put_nowait`` does), so a service
@@ -311,16 +348,22 @@ class Coordinator(Generic[TaskT, ResultT]):
                 f"{self._ledger.unfinished} tasks are unfinished (max_pending={self._ledger.max_pending}); "
                 "await run() to wait for room, or try again later"
             )
-        return self._submit(task, prefs, timeout, 0)
+        return self._submit(task, prefs, timeout, 0, retries, priority)
 
     async def run_batch(
-        self, tasks: Sequence[TaskT], prefs: Pref = ANY, *, timeout: float | None = None
+        self,
+        tasks: Sequence[TaskT],
+        prefs: Pref = ANY,
+        *,
+        timeout: float | None = None,
+        retries: int = 0,
+        priority: int = 0,
     ) -> JoinHandle[tuple[list[tuple[bool, Any]], Hashable]]:
         """Queue several tasks as one unit: one pickle, one frame, one worker, run in order.
 
         The handle's join gives ``(outcomes, worker)``, one outcome per task:
         ``(True, result)`` or ``(False, exception)``. Routing, timeouts (for the whole
-        batch), cancellation and crashes apply to the batch as a whole. Cheap tasks
+        batch), retries, priority, cancellation and crashes apply to the batch as a whole. Cheap tasks
         gain the most: the per-task cost of the channel is paid once per batch.
         """
         self._check_open()
@@ -328,31 +371,37 @@ class Coordinator(Generic[TaskT, ResultT]):
             raise ValueError("run_batch needs at least one task")
         if self._ledger.full():
             await self._ledger.wait_for_space(self._check_open)
-        return self._submit(_wire.Batch(tasks), prefs, timeout, len(tasks))
+        return self._submit(_wire.Batch(tasks), prefs, timeout, len(tasks), retries, priority)
 
-    def _submit(self, task: Any, prefs: Pref, timeout: float | None, size: int) -> JoinHandle[Any]:
+    def _submit(
+        self, task: Any, prefs: Pref, timeout: float | None, size: int, retries: int = 0, priority: int = 0
+    ) -> JoinHandle[Any]:
         self._check_open()
         if timeout is None:
             timeout = self.task_timeout
         else:
             check_timeout(timeout)
-        record = self._dispatch.submit(task, prefs, timeout, size)
+        if retries or priority:
+            check_task_options(retries, priority)
+        record = self._dispatch.submit(task, prefs, timeout, size, retries, priority)
         # The handle holds the coordinator (through this closure): a coordinator is not
         # collected, and its workers stopped, while a handle of it may still be awaited.
         return JoinHandle(record, lambda: self._dispatch.cancel(record))
 
     def call(
-        self, task: TaskT, prefs: Pref = ANY, *, timeout: float | None = None
+        self, task: TaskT, prefs: Pref = ANY, *, timeout: float | None = None, retries: int = 0, priority: int = 0
     ) -> Coroutine[Any, Any, tuple[ResultT, Hashable]]:
         """``run`` the task and wait for it: ``result, worker = await coord.call(task)``.
 
         The call owns its task: cancelling the caller (``asyncio.timeout``, a client
         that went away) cancels the task as :meth:`JoinHandle.cancel` does, so a queued
         task never runs and a running async ``do_work`` is cancelled in its worker."""
-        return NotAwaited(self._call(task, prefs, timeout), "coord.call")
+        return NotAwaited(self._call(task, prefs, timeout, retries, priority), "coord.call")
 
-    async def _call(self, task: TaskT, prefs: Pref, timeout: float | None) -> tuple[ResultT, Hashable]:
-        handle = await self._run(task, prefs, timeout)
+    async def _call(
+        self, task: TaskT, prefs: Pref, timeout: float | None, retries: int, priority: int
+    ) -> tuple[ResultT, Hashable]:
+        handle = await self._run(task, prefs, timeout, retries, priority)
         try:
             return await handle.join()
         except asyncio.CancelledError:
@@ -360,7 +409,9 @@ class Coordinator(Generic[TaskT, ResultT]):
                 handle.cancel()
             raise
 
-    def stream(self, task: TaskT, prefs: Pref = ANY, *, timeout: float | None = None) -> StreamIterator[Any]:
+    def stream(
+        self, task: TaskT, prefs: Pref = ANY, *, timeout: float | None = None, priority: int = 0
+    ) -> StreamIterator[Any]:
         """Run a task whose ``do_work`` is a generator (async or plain) and iterate over
         its parts as the worker yields them: ``async for part in coord.stream(task)``.
 
@@ -375,17 +426,25 @@ class Coordinator(Generic[TaskT, ResultT]):
         ``run``, ``call``, ``map`` and ``run_batch`` on such a task give the list of all its
         parts. ``close()``
         ends a stream still open (its loop raises ``CoordinatorClosedError`` after the
-        parts that arrived): finish or leave the loop before closing.
+        parts that arrived): finish or leave the loop before closing. ``priority``
+        orders it among waiting tasks as in :meth:`run`; a stream is not retried (the
+        parts it gave cannot be taken back).
         """
         check_timeout(timeout)
-        return StreamIterator(lambda queue: self._open_stream(task, prefs, timeout, queue), self._dispatch.cancel)
+        check_task_options(0, priority)
+        return StreamIterator(
+            lambda queue: self._open_stream(task, prefs, timeout, queue, priority), self._dispatch.cancel
+        )
 
-    async def _open_stream(self, task: TaskT, prefs: Pref, timeout: float | None, queue: PartQueue) -> Task:
+    async def _open_stream(
+        self, task: TaskT, prefs: Pref, timeout: float | None, queue: PartQueue, priority: int
+    ) -> Task:
         self._check_open()
         if self._ledger.full():
             await self._ledger.wait_for_space(self._check_open)
         self._check_open()
-        return self._dispatch.submit(task, prefs, self.task_timeout if timeout is None else timeout, 0, queue)
+        timeout = self.task_timeout if timeout is None else timeout
+        return self._dispatch.submit(task, prefs, timeout, 0, queue, priority=priority)
 
     @overload
     def map(
@@ -425,7 +484,8 @@ class Coordinator(Generic[TaskT, ResultT]):
                 gives tqdm's options (``progress=dict(desc="pages")``).
             return_exceptions: yield a failed task's error in its place instead of
                 raising it from the loop.
-            timeout: applies to each task, as in :meth:`run`.
+            timeout, retries, priority: apply to each task, as in :meth:`run` (a chunk
+                of cheap items is retried as a whole).
 
         Leaving the loop early cancels what it queued (a queued task never runs)::
 
@@ -494,7 +554,7 @@ class Coordinator(Generic[TaskT, ResultT]):
         call = self._close_call = loop.create_future()
         self._closing = True
         try:
-            await stop_all(self._dispatch, cancel_pending, timeout)
+            await stop_all(self._dispatch, cancel_pending, timeout, self._recycler.settle)
             self._closed = True
             self._finalizer.detach()
             if self._own_backend is not None:

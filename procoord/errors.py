@@ -106,6 +106,8 @@ class WorkerLostError(ProcoordError):
             effects); False when it never started: it was queued to, or ``run`` on, a
             ``Required`` worker that failed and is not restarted (running it again
             elsewhere is safe).
+        attempts: how many times the task was run (more than 1 with ``retries``):
+            every one of them was lost.
     """
 
     def __init__(
@@ -117,6 +119,7 @@ class WorkerLostError(ProcoordError):
         killed_by: str = "",
         *,
         ran: bool = True,
+        attempts: int = 1,
     ) -> None:
         self.worker = worker
         self.pid = pid
@@ -124,6 +127,7 @@ class WorkerLostError(ProcoordError):
         self.detail = detail
         self.killed_by = killed_by
         self.ran = ran
+        self.attempts = attempts
         if not ran:
             message = f"worker {worker!r} (pid {pid}) is lost; the task never ran"
         elif killed_by:  # ended on purpose: no need to guess why
@@ -131,31 +135,46 @@ class WorkerLostError(ProcoordError):
         else:
             message = f"worker {worker!r} (pid {pid}) died {describe_exit(exitcode)}"
         message += f": {detail}" if detail else ""
-        super().__init__(message)
+        super().__init__(message + _attempts_note(attempts))
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild_lost, (self.worker, self.pid, self.exitcode, self.detail, self.killed_by, self.ran))
+        return (
+            _rebuild_lost,
+            (self.worker, self.pid, self.exitcode, self.detail, self.killed_by, self.ran, self.attempts),
+        )
 
 
 def _rebuild_lost(
-    worker: Hashable, pid: int | None, exitcode: int | None, detail: str, killed_by: str, ran: bool
+    worker: Hashable, pid: int | None, exitcode: int | None, detail: str, killed_by: str, ran: bool, attempts: int = 1
 ) -> WorkerLostError:
-    return WorkerLostError(worker, pid, exitcode, detail, killed_by, ran=ran)
+    return WorkerLostError(worker, pid, exitcode, detail, killed_by, ran=ran, attempts=attempts)
+
+
+def _attempts_note(attempts: int) -> str:
+    return f" (on each of {attempts} attempts: retries ran out)" if attempts > 1 else ""
 
 
 class TaskTimeoutError(ProcoordError, TimeoutError):
-    """A per-task timeout expired; the worker running it was restarted."""
+    """A per-task timeout expired; the worker running it was restarted.
 
-    def __init__(self, worker: Hashable, timeout: float) -> None:
+    Attributes:
+        worker: ident of the worker the last attempt ran on.
+        timeout: the timeout, in seconds.
+        attempts: how many times the task was run (more than 1 with ``retries``):
+            every one of them timed out or was lost.
+    """
+
+    def __init__(self, worker: Hashable, timeout: float, attempts: int = 1) -> None:
         self.worker = worker
         self.timeout = timeout
+        self.attempts = attempts
         super().__init__(
             f"task ran longer than its timeout of {timeout:g} s on worker {worker!r}; "
-            "the worker was killed and restarted"
+            "the worker was killed and restarted" + _attempts_note(attempts)
         )
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.worker, self.timeout))
+        return (type(self), (self.worker, self.timeout, self.attempts))
 
 
 class SerializationError(ProcoordError, TypeError):

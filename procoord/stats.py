@@ -42,13 +42,20 @@ class WorkerStats:
     uptime_s: float
     """Seconds since the current worker process became ready."""
     restarts: int
-    """How many times the worker process was restarted after a crash or timeout."""
+    """How many times the worker process was restarted after a crash or timeout
+    (recycles are counted apart)."""
     factory: str | None
     """The registered factory name the worker was built from, or None."""
     backend: str = "local"
     """Where the worker runs: "local" or the name of another backend."""
     parts_streamed: int = 0
     """Parts of streaming tasks (``Coordinator.stream``) received from the worker."""
+    recycles: int = 0
+    """How many times the worker process was replaced on purpose: after ``max_tasks``
+    tasks, or when its memory passed ``max_rss``."""
+    retries: int = 0
+    """How many times a task lost with this worker (it died, or the task timed out)
+    was queued to run again, as its ``retries`` allowed."""
 
     def as_dict(self) -> dict[str, Any]:
         """The fields as a dict that ``json.dumps`` accepts: an ident that is not a str,

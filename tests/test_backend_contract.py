@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import psutil
 import pytest
@@ -26,7 +27,7 @@ from procoord import (
 )
 from procoord.backends import Backend, LocalBackend
 
-from . import _funcs
+from . import _funcs, _shapes
 from .conftest import DEADLOCK_TIMEOUT, BeaconFactory
 
 
@@ -317,3 +318,106 @@ async def test_stream_crash_after_parts(bcoord: Coordinator, beacons: BeaconFact
         with pytest.raises(WorkerLostError):
             await anext(parts)
     assert (await bcoord.stats())["s"].failed == 1
+
+
+# -- priorities, retries, recycling ------------------------------------------------------
+
+
+@pytest.mark.parametrize("prefs", [TaskPrefs.Any, TaskPrefs.Required("w")], ids=["any", "required"])
+async def test_priority_overtakes_queued_tasks(bcoord: Coordinator, beacons: BeaconFactory, prefs: TaskPrefs) -> None:
+    """Test that a high-priority task overtakes 1,000 queued ones, FIFO among the rest,
+    without preempting the running one."""
+    await bcoord.add_worker("w", _funcs.Counter())
+    started, release = beacons(), beacons()
+    running = await bcoord.run(("hold", started.path, release.path), prefs)
+    await started.wait()
+    low = [await bcoord.run(i, prefs) for i in range(1000)]
+    written = (await bcoord.stats())["w"].in_flight  # in the worker already: beyond reordering
+    urgent = await bcoord.run("urgent", prefs, priority=1)
+    later = await bcoord.run("later", prefs)
+    await release.signal()
+    async with asyncio.timeout(DEADLOCK_TIMEOUT):
+        assert (await running)[0] == "released"
+        await asyncio.gather(urgent, later, *low)
+    history, _ = await bcoord.call("history", prefs)
+    assert history[0][0] == "hold"
+    assert history.index("urgent") == written
+    assert [t for t in history if isinstance(t, int)] == list(range(1000))
+    assert history[-2:] == ["later", "history"]
+
+
+async def test_retry_after_crash(bcoord: Coordinator, tmp_path: Path) -> None:
+    """Test that a task whose worker died under it runs again after the restart
+    (Required waits for it), counted in stats, and that the final error gives the
+    number of attempts once retries run out."""
+    await bcoord.add_worker("w", _shapes.lost_until)
+    async with asyncio.timeout(DEADLOCK_TIMEOUT):
+        run, who = await bcoord.call((str(tmp_path / "a"), 1, "exit"), TaskPrefs.Required("w"), retries=2)
+        assert (run, who) == (2, "w")
+        with pytest.raises(WorkerLostError) as lost:
+            await bcoord.call((str(tmp_path / "b"), 9, "exit"), TaskPrefs.Required("w"), retries=1)
+        assert (await bcoord.call((str(tmp_path / "c"), 0, "exit"), TaskPrefs.Required("w")))[0] == 1
+    assert lost.value.attempts == 2
+    assert "2 attempts" in str(lost.value)
+    stats = (await bcoord.stats())["w"]
+    assert (stats.retries, stats.restarts, stats.failed, stats.completed) == (2, 3, 1, 2)
+
+
+async def test_retry_after_timeout(bcoord: Coordinator, tmp_path: Path) -> None:
+    """Test that a timed-out task runs again when it has retries left."""
+    await bcoord.add_worker("w", _shapes.lost_until)
+    async with asyncio.timeout(DEADLOCK_TIMEOUT):
+        run, _ = await bcoord.call((str(tmp_path / "a"), 1, "hang"), timeout=0.5, retries=1)
+        assert run == 2
+        with pytest.raises(TaskTimeoutError) as timed_out:
+            await bcoord.call((str(tmp_path / "b"), 9, "hang"), timeout=0.5, retries=1)
+    assert timed_out.value.attempts == 2
+    assert "2 attempts" in str(timed_out.value)
+    assert (await bcoord.stats())["w"].retries == 2
+
+
+async def test_errors_of_the_task_are_not_retried(bcoord: Coordinator, tmp_path: Path) -> None:
+    """Test that an exception raised by the task, or an unpicklable result, is never retried."""
+    await bcoord.add_worker("w", _shapes.raise_counted)
+    await bcoord.add_worker("v", _funcs.raiser)
+    path = tmp_path / "runs"
+    with pytest.raises(TaskProcessError):
+        await bcoord.call(str(path), TaskPrefs.Required("w"), retries=3)
+    with pytest.raises(SerializationError):
+        await bcoord.call("lock", TaskPrefs.Required("v"), retries=3)
+    assert path.read_text() == "x"
+    stats = await bcoord.stats()
+    assert stats["w"].retries == stats["v"].retries == 0
+
+
+async def test_recycle_after_max_tasks(bcoord: Coordinator) -> None:
+    """Test that a worker is replaced by a fresh process after max_tasks tasks, with
+    no task lost, failed or re-run, and its state starting again."""
+    await bcoord.add_worker("w", _shapes.PidCounter(), max_tasks=50)
+    results: list[tuple[int, int]] = []
+    async with asyncio.timeout(DEADLOCK_TIMEOUT):
+        # The old process goes on while its replacement starts: run until two took over.
+        while len(results) < 500 or (await bcoord.stats())["w"].recycles < 2:
+            handles = [await bcoord.run(i, TaskPrefs.Required("w")) for i in range(50)]
+            results.extend(r for r, _ in await asyncio.gather(*handles))
+    _assert_recycled(results, 50)
+    stats = (await bcoord.stats())["w"]
+    assert stats.recycles == len({pid for pid, _ in results}) - 1
+    assert (stats.completed, stats.failed, stats.restarts) == (len(results), 0, 0)
+
+
+def _assert_recycled(results: list[tuple[int, int]], max_tasks: int) -> None:
+    """Each process counted its own tasks from 1, each pid in one run of tasks, and
+    every process but the last ran at least ``max_tasks`` of them."""
+    runs: list[list[int]] = []
+    last_pid = None
+    for pid, n in results:
+        if pid != last_pid:
+            runs.append([])
+            last_pid = pid
+        runs[-1].append(n)
+    assert len(runs) >= 2
+    assert len({pid for pid, _ in results}) == len(runs)
+    for counts in runs:
+        assert counts == list(range(1, len(counts) + 1))
+    assert all(len(counts) >= max_tasks for counts in runs[:-1])

@@ -79,7 +79,7 @@ def test_bench_ray_scenario_runs_only_when_asked(tmp_path: Path) -> None:
     row = _row(report, "Ray worker, no-op call p50 (us)")
     assert row["procoord"] > 0 and row["other"]["name"] == "Ray actor" and row["other"]["value"] > 0
     assert _row(report, "Ray worker, burst of 200 no-ops (tasks/s)")["procoord"] > 0
-    assert "(default: a,b,c,d,e,g,s)" in _bench(tmp_path, "--help").stdout
+    assert "(default: a,b,c,d,e,g,h,s)" in _bench(tmp_path, "--help").stdout
 
 
 def test_bench_writes_no_file_unless_asked(tmp_path: Path) -> None:
@@ -95,3 +95,14 @@ def test_bench_rejects_unknown_scenario(tmp_path: Path) -> None:
     proc = _bench(tmp_path, "--only", "z")
     assert proc.returncode == 2
     assert "--only" in proc.stderr and "latency" in proc.stderr
+
+
+def test_bench_recycle_scenario(tmp_path: Path) -> None:
+    """Test that the recycling scenario reports the recycled rate next to the plain
+    one and to Pool(maxtasksperchild)."""
+    proc = _bench(tmp_path, "--only", "recycle", "--json", "out.json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "out.json").read_text())
+    row = _row(report, "map of 2000 no-ops, recycled every 100 (tasks/s)")
+    assert row["procoord"] > 0 and row["pool"] > 0
+    assert row["other"]["name"] == "no recycling" and row["other"]["value"] > 0

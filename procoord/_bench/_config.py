@@ -37,6 +37,8 @@ class BenchConfig:
     add_worker_runs: int = 20
     restart_runs: int = 10
     # ray
+    # recycle
+    recycle_tasks: int = 10_000
     ray_calls: int = 500
     ray_burst: int = 2000
     # balance
@@ -68,6 +70,7 @@ class BenchConfig:
             mix_short=40,
             join_tasks=300,
             join_after_s=0.1,
+            recycle_tasks=2000,
             ray_calls=50,
             ray_burst=200,
         )

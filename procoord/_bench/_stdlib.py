@@ -33,12 +33,12 @@ def ppe_warm(ex: ProcessPoolExecutor, workers: int) -> None:
         f.result()
 
 
-def mp_pool(workers: int) -> Pool:
+def mp_pool(workers: int, **kwargs: Any) -> Pool:
     """A multiprocessing.Pool of ``workers`` processes on fork (forkserver where fork
     is missing)."""
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("fork") if "fork" in methods else forkserver()
-    return ctx.Pool(workers)
+    return ctx.Pool(workers, **kwargs)
 
 
 def pool_warm(pool: Pool, workers: int) -> None:

@@ -7,10 +7,10 @@ a letter for ``--only``, a ``measure`` function and a ``rows`` function) added b
 from __future__ import annotations
 
 from .._report import Scenario
-from . import balance, cpu, latency, payload, ray_backend, startup, stream, throughput
+from . import balance, cpu, latency, payload, ray_backend, recycle, startup, stream, throughput
 
 __all__ = ("SCENARIOS",)
 
 SCENARIOS: tuple[Scenario, ...] = tuple(
-    module.SCENARIO for module in (latency, throughput, cpu, payload, startup, balance, stream, ray_backend)
+    module.SCENARIO for module in (latency, throughput, cpu, payload, startup, balance, recycle, stream, ray_backend)
 )

@@ -1,0 +1,55 @@
+"""Processors for the tests of retries and recycling; they run in worker processes."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from procoord import TaskProcessor
+
+
+def lost_until(args: tuple[str, int, str]) -> Any:
+    """Fail the first ``times`` runs (marked in the file ``path``) as ``how`` says
+    ("exit": the process dies; "hang": it never returns, for a timeout), then return
+    the number of the run that succeeded."""
+    path, times, how = args
+    with open(path, "a+") as f:
+        f.write("x")
+    with open(path) as f:
+        run = len(f.read())
+    if run > times:
+        return run
+    if how == "hang":
+        time.sleep(3600)  # wait-ok: the task's workload, ended by its timeout
+    os._exit(9)
+
+
+def raise_counted(path: str) -> Any:
+    """Count the run in the file ``path``, then raise."""
+    with open(path, "a") as f:
+        f.write("x")
+    raise ValueError("raised by the task")
+
+
+class PidCounter(TaskProcessor):
+    """Counts its tasks: ``(pid, n)`` for the n-th task of this process."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def do_work(self, task: Any) -> tuple[int, int]:
+        self.count += 1
+        return os.getpid(), self.count
+
+
+class Hog(TaskProcessor):
+    """Holds ``task`` MiB more memory for every task (touched, so it is resident)."""
+
+    def __init__(self) -> None:
+        self.held: list[bytearray] = []
+
+    def do_work(self, task: int) -> int:
+        if task:
+            self.held.append(bytearray(b"\x01" * (task << 20)))
+        return os.getpid()

@@ -1,0 +1,160 @@
+"""Priorities: the order of what waits in the coordinator; retries' argument checks."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from procoord import BlockingCoordinator, Coordinator, TaskPrefs
+from procoord._task import Task, TaskQueue
+from procoord.prefs import ANY
+
+from . import _funcs, _shapes
+from ._run import ROOT, run_python
+from .conftest import DEADLOCK_TIMEOUT, BeaconFactory
+
+
+def test_task_queue_orders_by_priority_then_fifo() -> None:
+    """Test the queue's order (higher first, FIFO within one), O(1) discards and
+    hand-backs to the head of their priority."""
+    loop = asyncio.new_event_loop()
+    try:
+        rng = random.Random(16)
+        tasks = [Task(i, b"", ANY, loop.create_future(), None, priority=rng.choice([-1, 0, 0, 3])) for i in range(500)]
+        queue = TaskQueue()
+        queue.extend(tasks)
+        gone = {t.id for t in rng.sample(tasks, 150)}
+        for task in tasks:
+            if task.id in gone:
+                assert queue.discard(task)
+        assert not queue.discard(tasks[next(iter(gone))])
+        expected = sorted((t for t in tasks if t.id not in gone), key=lambda t: (-t.priority, t.id))
+        assert len(queue) == len(expected) and list(queue) == expected
+        assert queue.top_priority() == 3
+        first = [queue.popleft() for _ in range(100)]
+        assert first == expected[:100]
+        queue.appendleft(first[-1])  # handed back: ahead of its priority again
+        urgent = Task(1000, b"", ANY, loop.create_future(), None, priority=9)
+        queue.append(urgent)
+        assert queue.popleft() is urgent
+        assert queue.drain() == expected[99:]
+        assert not queue and queue.top_priority() is None
+        with pytest.raises(IndexError):
+            queue.popleft()
+    finally:
+        loop.close()
+
+
+async def test_shared_priority_overtakes_a_workers_own_queue(coord: Coordinator, beacons: BeaconFactory) -> None:
+    """Test that an Any task of a higher priority is written before the Required tasks
+    of a lower one already queued to the worker."""
+    await coord.add_worker("w", _funcs.Counter())
+    started, release = beacons(), beacons()
+    running = await coord.run(("hold", started.path, release.path))
+    await started.wait()
+    bound = [await coord.run(i, TaskPrefs.Required("w")) for i in range(20)]
+    written = (await coord.stats())["w"].in_flight
+    urgent = await coord.run("urgent", priority=5)
+    await release.signal()
+    async with asyncio.timeout(DEADLOCK_TIMEOUT):
+        await asyncio.gather(running, urgent, *bound)
+    history, _ = await coord.call("history")
+    assert history.index("urgent") == written
+    assert [t for t in history if isinstance(t, int)] == list(range(20))
+
+
+async def test_negative_priority_waits_behind(coord: Coordinator, beacons: BeaconFactory) -> None:
+    """Test that a negative priority lets the default-priority tasks go first."""
+    await coord.add_worker("w", _funcs.Counter())
+    started, release = beacons(), beacons()
+    running = await coord.run(("hold", started.path, release.path))
+    await started.wait()
+    handles = [await coord.run(("low", i), priority=-1) for i in range(10)]
+    handles += [await coord.run(i) for i in range(10)]
+    written = (await coord.stats())["w"].in_flight
+    await release.signal()
+    async with asyncio.timeout(DEADLOCK_TIMEOUT):
+        await asyncio.gather(running, *handles)
+    history, _ = await coord.call("history")
+    order = history[written:-1]
+    assert order == [*range(10), *[("low", i) for i in range(written - 1, 10)]]
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [({"priority": "high"}, TypeError), ({"priority": 1.5}, TypeError), ({"retries": -1}, ValueError)],
+)
+async def test_bad_task_options(coord: Coordinator, options: dict[str, object], error: type[Exception]) -> None:
+    """Test that a bad priority or retries count is refused before anything is queued."""
+    await coord.add_worker("w", _funcs.double)
+    with pytest.raises(error):
+        await coord.run(1, **options)  # type: ignore[arg-type]
+    assert coord.pending == 0
+
+
+def test_priorities_example_runs() -> None:
+    """Test that examples/priorities.py shows the urgent task overtaking the backlog."""
+    proc = run_python([str(ROOT / "examples" / "priorities.py")])
+    assert proc.returncode == 0, proc.stderr
+    assert "ahead of" in proc.stdout
+    assert "ran first: True" in proc.stdout
+
+
+def test_retries_example_runs() -> None:
+    """Test that examples/retries.py retries a crash, gives up with the attempts and
+    never retries a raised exception."""
+    proc = run_python([str(ROOT / "examples" / "retries.py")])
+    assert proc.returncode == 0, proc.stderr
+    assert "after the first process died" in proc.stdout
+    assert "gave up after 3 attempts" in proc.stdout
+    assert "never retried" in proc.stdout
+    assert "retries counted in stats: 1 + 2" in proc.stdout
+
+
+async def test_map_retries_and_priority(coord: Coordinator, tmp_path: Path, beacons: BeaconFactory) -> None:
+    """Test that map passes retries (each lost item runs again) and priority (its
+    items overtake queued ones) to its tasks."""
+    await coord.add_worker("w", _shapes.lost_until)
+    items = [(str(tmp_path / f"m{i}"), 1, "exit") for i in range(3)]
+    async with asyncio.timeout(DEADLOCK_TIMEOUT):
+        assert [run async for run, _ in coord.map(items, retries=1)] == [2, 2, 2]
+    assert (await coord.stats())["w"].retries == 3
+    await coord.add_worker("c", _funcs.Counter())
+    started, release = beacons(), beacons()
+    running = await coord.run(("hold", started.path, release.path), TaskPrefs.Required("c"))
+    await started.wait()
+    low = [await coord.run(i, TaskPrefs.Required("c")) for i in range(50)]
+    written = (await coord.stats())["c"].in_flight
+    releasing: list[asyncio.Task[None]] = []
+
+    def items() -> Iterator[str]:
+        yield from ("a", "b")
+        releasing.append(asyncio.ensure_future(release.signal()))  # once map has read both
+
+    async with asyncio.timeout(DEADLOCK_TIMEOUT):
+        urgent = [r async for r, _ in coord.map(items(), TaskPrefs.Required("c"), priority=1, window=3)]
+        assert urgent == ["a", "b"]
+        await asyncio.gather(running, *low, *releasing)
+    history, _ = await coord.call("history", TaskPrefs.Required("c"))
+    assert history[written : written + 2] == ["a", "b"]
+
+
+def test_blocking_facade(tmp_path: Path) -> None:
+    """Test priority, retries and recycling through BlockingCoordinator."""
+    with BlockingCoordinator(max_tasks_per_worker=20) as coord:
+        coord.add_worker("w", _shapes.PidCounter())
+        coord.add_worker("f", _shapes.lost_until, max_tasks=10_000)
+        assert coord.call((str(tmp_path / "a"), 1, "exit"), TaskPrefs.Required("f"), retries=1)[0] == 2
+        assert coord.run((str(tmp_path / "b"), 1, "exit"), TaskPrefs.Required("f"), retries=1).result()[0] == 2
+        done = 0
+        while coord.stats()["w"].recycles < 1:
+            results = list(coord.map(range(50), TaskPrefs.Required("w"), priority=2, retries=1))
+            assert len(results) == 50
+            done += 50
+        stats = coord.stats()
+        assert (stats["w"].completed, stats["w"].failed, stats["w"].restarts) == (done, 0, 0)
+        assert (stats["f"].retries, stats["f"].recycles) == (2, 0)
