@@ -53,6 +53,7 @@ class Dispatcher:
         timeout: float | None,
         size: int,
         stream: Any = None,
+        *,
         retries: int = 0,
         priority: int = 0,
     ) -> Task:

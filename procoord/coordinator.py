@@ -383,7 +383,7 @@ class Coordinator(Generic[TaskT, ResultT]):
             check_timeout(timeout)
         if retries or priority:
             check_task_options(retries, priority)
-        record = self._dispatch.submit(task, prefs, timeout, size, retries, priority)
+        record = self._dispatch.submit(task, prefs, timeout, size, retries=retries, priority=priority)
         # The handle holds the coordinator (through this closure): a coordinator is not
         # collected, and its workers stopped, while a handle of it may still be awaited.
         return JoinHandle(record, lambda: self._dispatch.cancel(record))
