@@ -21,6 +21,7 @@ demo: $(STAMP)
 	$(BIN)/python examples/simple.py
 	$(BIN)/python examples/cpu_heavy.py
 	$(BIN)/python examples/cat_family.py
+	$(BIN)/python examples/stream.py
 	$(BIN)/python -m procoord demo
 
 check: $(STAMP)
