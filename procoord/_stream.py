@@ -11,8 +11,9 @@ The path of the parts::
     StreamIterator.__anext__: the next part; every CREDIT_BATCH parts taken, a CREDIT
       frame gives the worker as many more
 
-So at most ``STREAM_CREDIT`` parts wait in the parent unconsumed, however fast the
-generator. Closing the iterator (``break``, an error or cancellation of the consumer,
+So at most ``STREAM_CREDIT`` parts (and about ``procoord._wire.STREAM_BYTES`` bytes of
+them, or one part when a single part is larger) wait in the parent unconsumed, however
+fast the generator. Closing the iterator (``break``, an error or cancellation of the consumer,
 ``aclose``, garbage collection) cancels the task: the generator is closed in the worker.
 """
 
@@ -40,6 +41,10 @@ STREAM_CREDIT = 256
 # batch instead of one per part, while the worker still has the rest of its credit.
 CREDIT_BATCH = STREAM_CREDIT // 4
 
+# ... or once the parts taken since the last credit are this large: the worker waits
+# when STREAM_BYTES are unacknowledged, so credit must come back before that.
+CREDIT_BATCH_BYTES = _wire.STREAM_BYTES // 4
+
 
 @final
 class PartQueue:
@@ -48,12 +53,13 @@ class PartQueue:
     Filled by the task's worker slot (:meth:`put`), emptied by its
     :class:`StreamIterator`; once closed it drops what arrives."""
 
-    __slots__ = ("closed", "parts", "taken", "waiter")
+    __slots__ = ("closed", "parts", "taken", "taken_bytes", "waiter")
 
     def __init__(self) -> None:
         self.parts: deque[Any] = deque()
         self.waiter: asyncio.Future[None] | None = None
         self.taken = 0  # parts consumed since the last credit was given back
+        self.taken_bytes = 0  # and their size
         self.closed = False
 
     def put(self, payload: Any) -> None:
@@ -118,9 +124,10 @@ class StreamIterator(AsyncIterator[T]):
             await self._wait(task)
         payload = parts.popleft()
         queue.taken += 1
-        if queue.taken >= CREDIT_BATCH and not task.done():
+        queue.taken_bytes += len(payload) if isinstance(payload, bytes) else memoryview(payload).nbytes
+        if (queue.taken >= CREDIT_BATCH or queue.taken_bytes >= CREDIT_BATCH_BYTES) and not task.done():
             task.slot.send_credit(task, queue.taken)
-            queue.taken = 0
+            queue.taken = queue.taken_bytes = 0
         try:
             return _wire.read_part(payload)  # type: ignore[no-any-return]
         except BaseException:

@@ -203,6 +203,12 @@ def read_stream_credit(received: Frame) -> int:
     return int(received[2])
 
 
+STREAM_BYTES = 16 << 20
+"""The bytes of parts a streaming worker may have sent and not yet had acknowledged by a
+CREDIT (whatever its part credit): large parts are bounded by size, not only by count.
+One part is always allowed, however large."""
+
+
 def credit_frame(task_id: int, parts: int) -> bytes:
     """CREDIT: the worker streaming ``task_id`` may send ``parts`` more parts."""
     return frame(Kind.CREDIT, task_id, float(parts))

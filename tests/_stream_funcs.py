@@ -130,3 +130,9 @@ class SplitTokenizer(Tokenizer.Processor):  # type: ignore[name-defined,misc]
 
     async def count(self, text: str) -> int:
         return len(text.split())
+
+
+def mib_blobs(count: int) -> Iterator[bytes]:
+    """Parts of 1 MiB each."""
+    for i in range(count):
+        yield bytes([i % 256]) * (1 << 20)

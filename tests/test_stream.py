@@ -342,3 +342,28 @@ async def test_map_and_run_batch_give_lists(scoord: Coordinator) -> None:
         outcomes, _ = await (await scoord.run_batch([("count", 2), ("fail_after", 1)], W))
     assert outcomes[0] == (True, [0, 1])
     assert outcomes[1][0] is False and isinstance(outcomes[1][1], TaskProcessError)
+
+
+async def test_large_parts_are_bounded_by_bytes(coord: Coordinator) -> None:
+    """Test that parts of 1 MiB, consumed slowly, keep the parent's memory near
+    STREAM_BYTES, far below STREAM_CREDIT parts of that size."""
+    from procoord._wire import STREAM_BYTES
+
+    await coord.add_worker("w", _stream_funcs.mib_blobs)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        baseline = tracemalloc.get_traced_memory()[0]
+        n = 0
+        async with asyncio.timeout(DEADLOCK_TIMEOUT):
+            async for part in coord.stream(100_000):
+                assert part[0] == n % 256
+                n += 1
+                for _ in range(200):  # a slow consumer: the loop turns, the pipe is read
+                    await asyncio.sleep(0)
+                if n == 100:
+                    break
+        peak = tracemalloc.get_traced_memory()[1] - baseline
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * STREAM_BYTES + 8 * (1 << 20), f"{peak} bytes traced"

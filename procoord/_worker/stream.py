@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import AsyncGenerator, Generator
 from types import AsyncGeneratorType, GeneratorType
 from typing import Any, Protocol
@@ -76,7 +77,7 @@ class Streamed:
 class PartSender:
     """Sends the parts of one streaming task while it has credit."""
 
-    __slots__ = ("_last_turn", "_unpicklable", "credit", "sink", "task_id", "waiter")
+    __slots__ = ("_last_turn", "_unacked", "_unacked_bytes", "_unpicklable", "credit", "sink", "task_id", "waiter")
 
     def __init__(self, sink: FrameSink, task_id: int, credit: int) -> None:
         self.sink = sink
@@ -84,11 +85,16 @@ class PartSender:
         self.credit = credit
         self.waiter: asyncio.Future[None] | None = None
         self._unpicklable: SerializationError | None = None
+        self._unacked: deque[int] = deque()  # sizes of the parts sent and not yet acknowledged
+        self._unacked_bytes = 0
         self._last_turn = time.perf_counter()
 
     def grant(self, parts: int) -> None:
         """The parent took parts: send up to ``parts`` more (on the loop)."""
         self.credit += parts
+        unacked = self._unacked
+        for _ in range(min(parts, len(unacked))):
+            self._unacked_bytes -= unacked.popleft()
         waiter = self.waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -128,9 +134,12 @@ class PartSender:
         else:
             self.sink.send_parts(Kind.PART, self.task_id, 0.0, payload)
         self.credit -= 1
-        if self.credit <= 0:
+        size = _wire.parts_size(payload)
+        self._unacked.append(size)
+        self._unacked_bytes += size
+        if self.credit <= 0 or self._unacked_bytes >= _wire.STREAM_BYTES:
             loop = asyncio.get_running_loop()
-            while self.credit <= 0:
+            while self.credit <= 0 or self._unacked_bytes >= _wire.STREAM_BYTES:
                 self.waiter = loop.create_future()
                 try:
                     await self.waiter
