@@ -3,8 +3,8 @@
 :class:`PrometheusExporter` is a prometheus-client collector: registered on a registry
 (the default one unless told otherwise), it publishes per-worker gauges (queue, in
 flight, task time, CPU, memory, uptime, state) and counters (tasks completed and failed,
-restarts, streamed parts), plus the coordinator's pending and waiting tasks. Serve them as usual, e.g.
-``prometheus_client.start_http_server(9100)``.
+restarts, streamed parts, recycles, retries), plus the coordinator's pending and waiting
+tasks. Serve them as usual, e.g. ``prometheus_client.start_http_server(9100)``.
 """
 
 from __future__ import annotations
@@ -152,6 +152,8 @@ class PrometheusExporter(Collector):
         completed = counter("worker_tasks_completed", "Tasks that returned a result.")
         failed = counter("worker_tasks_failed", "Tasks that ended in an error.")
         restarts = counter("worker_restarts", "Restarts of the worker process after a crash or timeout.")
+        recycles = counter("worker_recycles", "Replacements of the worker process after max_tasks or max_rss.")
+        retries = counter("worker_retries", "Tasks lost with the worker (crash, timeout) and queued to run again.")
         parts = counter("worker_parts_streamed", "Parts of streaming tasks received from the worker.")
         for s in stats.values():
             worker = [str(s.ident)]
@@ -167,6 +169,8 @@ class PrometheusExporter(Collector):
             completed.add_metric(worker, s.completed)
             failed.add_metric(worker, s.failed)
             restarts.add_metric(worker, s.restarts)
+            recycles.add_metric(worker, s.recycles)
+            retries.add_metric(worker, s.retries)
             parts.add_metric(worker, s.parts_streamed)
         workers = GaugeMetricFamily(f"{ns}_workers", "Workers of the coordinator.", value=len(stats))
         pending_tasks = GaugeMetricFamily(f"{ns}_tasks_pending", "Tasks submitted and not finished.", value=pending)
@@ -187,6 +191,8 @@ class PrometheusExporter(Collector):
             failed,
             restarts,
             parts,
+            recycles,
+            retries,
             workers,
             pending_tasks,
             waiting,

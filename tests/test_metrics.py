@@ -37,6 +37,8 @@ async def test_exporter_publishes_per_worker_gauges_and_counters(coord: Coordina
     assert 'procoord_worker_tasks_completed_total{worker="w1"} 3.0' in text
     assert 'procoord_worker_tasks_failed_total{worker="w2"} 1.0' in text
     assert 'procoord_worker_restarts_total{worker="w1"} 0.0' in text
+    assert 'procoord_worker_recycles_total{worker="w1"} 0.0' in text
+    assert 'procoord_worker_retries_total{worker="w1"} 0.0' in text
     assert 'procoord_worker_parts_streamed_total{worker="s"} 2.0' in text
     assert 'procoord_worker_queue_length{worker="w1"} 0.0' in text
     assert 'procoord_worker_state{state="idle",worker="w1"} 1.0' in text
