@@ -16,6 +16,7 @@ from collections.abc import Hashable, Sequence
 from typing import Any, Protocol
 
 from . import _logs, _remote, _wire, balancer
+from ._loss import settle_loss
 from ._recycle import Counts, RecyclePolicy
 from ._restarts import RestartPolicy
 from ._stream import STREAM_CREDIT
@@ -25,7 +26,6 @@ from .backends._base import Backend, WorkerChannel
 from .errors import (
     CoordinatorClosedError,
     TaskTimeoutError,
-    WorkerLostError,
     WorkerStartError,
     describe_exit,
 )
@@ -499,67 +499,39 @@ class WorkerSlot:
         inflight = list(self.inflight.values())
         self.inflight.clear()
         timed_out, self._timed_out = self._timed_out, None
-        retried: list[Task] = []
-        if timed_out is not None and not timed_out.done():
-            retried.append(timed_out)  # timed out, to run again (see _on_timeout)
-        if self.state == "stopping":
-            # A clean stop leaves nothing in flight; after a kill, the running task is
-            # lost and the ones behind it never started.
-            if inflight:
-                running = inflight.pop(0)
-                if running.may_retry() and not self._killed_by:
-                    retried.append(running)
-                else:
-                    self.failed += 1
-                    lost = WorkerLostError(
-                        self.ident,
-                        channel_pid,
-                        exitcode,
-                        "while it stopped",
-                        self._killed_by,
-                        attempts=running.attempts,
-                    )
-                    self.owner.task_finished(running, error=lost)
-            self._count_retries(retried)
-            if retried or inflight:
-                self.owner.reroute(retried + inflight, self)
+        killed_by, self._killed_by = self._killed_by, ""
+        stopping = self.state == "stopping"
+        loss = settle_loss(
+            self.ident, channel_pid, exitcode, inflight, timed_out, stopping=stopping, killed_by=killed_by
+        )
+        for task, error in loss.failed:
+            self.failed += 1
+            self.owner.task_finished(task, error=error)
+        self._count_retries(loss.retried)
+        if stopping:
+            if loss.retried or loss.rerouted:
+                self.owner.reroute(loss.retried + loss.rerouted, self)
             logger.info("worker %r (pid %s) stopped", self.ident, channel_pid)
             self.state = "stopped"
             self._resolve_stopped("stopped")
             return
-        killed_by, self._killed_by = self._killed_by, ""
-        if timed_out is None and inflight:
-            running = inflight.pop(0)
-            retry = running.may_retry()
-            if retry:
-                retried.append(running)
-            else:
-                self.failed += 1
-                lost = WorkerLostError(
-                    self.ident,
-                    channel_pid,
-                    exitcode,
-                    "the task running on it was lost",
-                    killed_by,
-                    attempts=running.attempts,
-                )
-                self.owner.task_finished(running, error=lost)
+        running = loss.running
+        if running is not None:
             logger.warning(
                 "worker %r (pid %s) died %s while running task %d (attempt %d)%s",
                 self.ident,
                 channel_pid,
                 describe_exit(exitcode),
                 running.id,
-                running.attempts,
-                "; it runs again" if retry else "",
+                running.attempts - (running in loss.retried),
+                "; it runs again" if running in loss.retried else "",
             )
         elif timed_out is None:
             logger.warning("worker %r (pid %s) died %s while idle", self.ident, channel_pid, describe_exit(exitcode))
         # Tasks written but not started, and Any/Preferred tasks bound here, go elsewhere;
         # Required ones wait for the restart.
-        self._count_retries(retried)
         queued = self._queue.drain()
-        movable = retried + inflight + [t for t in queued if type(t.prefs) is not Required]
+        movable = loss.retried + loss.rerouted + [t for t in queued if type(t.prefs) is not Required]
         self._queue.extend([t for t in queued if type(t.prefs) is Required])
         if timed_out is None:
             self._policy.crashed(time.monotonic())

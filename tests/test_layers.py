@@ -58,8 +58,10 @@ RULES: dict[str, set[str]] = {
     "_options": {"_recycle", "backends._base"},
     "_restarts": set(),
     "_recycle": set(),
+    "_loss": {"_task", "errors"},
     "_slot": {
         "_logs",
+        "_loss",
         "_recycle",
         "_remote",
         "_restarts",
