@@ -53,7 +53,7 @@ class PartQueue:
     Filled by the task's worker slot (:meth:`put`), emptied by its
     :class:`StreamIterator`; once closed it drops what arrives."""
 
-    __slots__ = ("closed", "parts", "taken", "taken_bytes", "waiter")
+    __slots__ = ("closed", "parts", "received", "taken", "taken_bytes", "waiter")
 
     def __init__(self) -> None:
         self.parts: deque[Any] = deque()
@@ -61,9 +61,11 @@ class PartQueue:
         self.taken = 0  # parts consumed since the last credit was given back
         self.taken_bytes = 0  # and their size
         self.closed = False
+        self.received = False  # a part arrived: the task can no longer be retried
 
     def put(self, payload: Any) -> None:
         """A PART frame's payload arrived."""
+        self.received = True
         if self.closed:
             return
         self.parts.append(payload)

@@ -83,8 +83,9 @@ class Task:
         return self.future.done()
 
     def may_retry(self) -> bool:
-        """Whether the task, lost with its worker or timed out, is to run again."""
-        return self.attempts <= self.retries and not self.future.done()
+        """Whether the task, lost with its worker or timed out, is to run again (a stream
+        only before its first part: the parts it gave cannot be taken back)."""
+        return self.attempts <= self.retries and not self.future.done() and not (self.stream and self.stream.received)
 
     def resolve(self, result: Any = None, error: BaseException | None = None) -> None:
         """Give the task its outcome: ``error``, else ``result``, else cancelled. Wakes

@@ -396,9 +396,15 @@ class BlockingCoordinator(Generic[TaskT, ResultT]):
         "``for`` loop early cancels the task likewise.",
     )
     def stream(
-        self, task: TaskT, prefs: Pref = ANY, *, timeout: float | None = None, priority: int = 0
+        self,
+        task: TaskT,
+        prefs: Pref = ANY,
+        *,
+        timeout: float | None = None,
+        retries: int = 0,
+        priority: int = 0,
     ) -> BlockingMapIterator[Any]:
-        aiter_ = self._sync(self._coord.stream, task, prefs, timeout=timeout, priority=priority)
+        aiter_ = self._sync(self._coord.stream, task, prefs, timeout=timeout, retries=retries, priority=priority)
         return BlockingMapIterator(self, aiter_)
 
     @overload

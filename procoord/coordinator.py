@@ -410,7 +410,13 @@ class Coordinator(Generic[TaskT, ResultT]):
             raise
 
     def stream(
-        self, task: TaskT, prefs: Pref = ANY, *, timeout: float | None = None, priority: int = 0
+        self,
+        task: TaskT,
+        prefs: Pref = ANY,
+        *,
+        timeout: float | None = None,
+        retries: int = 0,
+        priority: int = 0,
     ) -> StreamIterator[Any]:
         """Run a task whose ``do_work`` is a generator (async or plain) and iterate over
         its parts as the worker yields them: ``async for part in coord.stream(task)``.
@@ -427,24 +433,25 @@ class Coordinator(Generic[TaskT, ResultT]):
         parts. ``close()``
         ends a stream still open (its loop raises ``CoordinatorClosedError`` after the
         parts that arrived): finish or leave the loop before closing. ``priority``
-        orders it among waiting tasks as in :meth:`run`; a stream is not retried (the
-        parts it gave cannot be taken back).
+        orders it among waiting tasks as in :meth:`run`; ``retries`` runs it again as in
+        :meth:`run` only while no part has arrived (the parts it gave cannot be taken
+        back): after one, its loop raises the error.
         """
         check_timeout(timeout)
-        check_task_options(0, priority)
+        check_task_options(retries, priority)
         return StreamIterator(
-            lambda queue: self._open_stream(task, prefs, timeout, queue, priority), self._dispatch.cancel
+            lambda queue: self._open_stream(task, prefs, timeout, queue, retries, priority), self._dispatch.cancel
         )
 
     async def _open_stream(
-        self, task: TaskT, prefs: Pref, timeout: float | None, queue: PartQueue, priority: int
+        self, task: TaskT, prefs: Pref, timeout: float | None, queue: PartQueue, retries: int, priority: int
     ) -> Task:
         self._check_open()
         if self._ledger.full():
             await self._ledger.wait_for_space(self._check_open)
         self._check_open()
         timeout = self.task_timeout if timeout is None else timeout
-        return self._dispatch.submit(task, prefs, timeout, 0, queue, priority=priority)
+        return self._dispatch.submit(task, prefs, timeout, 0, queue, retries=retries, priority=priority)
 
     @overload
     def map(

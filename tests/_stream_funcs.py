@@ -136,3 +136,16 @@ def mib_blobs(count: int) -> Iterator[bytes]:
     """Parts of 1 MiB each."""
     for i in range(count):
         yield bytes([i % 256]) * (1 << 20)
+
+
+def dies_once_then_counts(task: tuple[str, int, bool]) -> Iterator[int]:
+    """The first time (no file at ``marker`` yet): create it and end the process, before
+    any part (or, with ``after_part``, after one part); afterwards yield 0..n-1."""
+    marker, n, after_part = task
+    if not os.path.exists(marker):
+        with open(marker, "w"):
+            pass
+        if after_part:
+            yield -1
+        os._exit(3)
+    yield from range(n)

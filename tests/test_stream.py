@@ -6,6 +6,7 @@ import asyncio
 import gc
 import tracemalloc
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -367,3 +368,16 @@ async def test_large_parts_are_bounded_by_bytes(coord: Coordinator) -> None:
     finally:
         tracemalloc.stop()
     assert peak < 2 * STREAM_BYTES + 8 * (1 << 20), f"{peak} bytes traced"
+
+
+async def test_retries_only_before_the_first_part(coord: Coordinator, tmp_path: Path) -> None:
+    """Test that a stream whose worker dies before its first part runs again with
+    retries=, and that one which already gave a part is not retried."""
+    await coord.add_worker("w", _stream_funcs.dies_once_then_counts)
+    async with asyncio.timeout(DEADLOCK_TIMEOUT):
+        parts = [p async for p in coord.stream((str(tmp_path / "a"), 3, False), W, retries=1)]
+        assert parts == [0, 1, 2]
+        parts, error = await _parts(coord, (str(tmp_path / "b"), 3, True), retries=1)
+    assert parts == [-1]
+    assert isinstance(error, WorkerLostError)
+    assert (await coord.stats())["w"].retries == 1
