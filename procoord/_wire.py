@@ -445,7 +445,7 @@ class FrameReader:
         """Add bytes; return the frames they complete as (kind, task_id, number, payload)."""
         buf = self._buf
         kinds = self._kinds
-        frames = []
+        frames: list[tuple[int, int, float, bytes]] = []
         if buf:
             buf += data
             size = len(buf)
@@ -454,7 +454,7 @@ class FrameReader:
                 while size - pos >= HEADER_SIZE:
                     length, kind, task_id, number = HEADER.unpack_from(buf, pos)
                     if kinds is not None and kind not in kinds:
-                        self._found_corrupt(kind, pos)
+                        self._found_corrupt(kind, len(frames))
                         break
                     end = pos + HEADER_SIZE + length
                     if end > size:
@@ -470,7 +470,7 @@ class FrameReader:
         while size - pos >= HEADER_SIZE:
             length, kind, task_id, number = HEADER.unpack_from(data, pos)
             if kinds is not None and kind not in kinds:
-                self._found_corrupt(kind, pos)
+                self._found_corrupt(kind, len(frames))
                 break
             end = pos + HEADER_SIZE + length
             if end > size:
@@ -482,8 +482,9 @@ class FrameReader:
         self.frames_read += len(frames)
         return frames
 
-    def _found_corrupt(self, kind: int, pos: int) -> None:
-        self.corrupt = f"a frame header of unknown kind {kind} ({self.frames_read} frames read before it)"
+    def _found_corrupt(self, kind: int, frames_before: int) -> None:
+        read = self.frames_read + frames_before
+        self.corrupt = f"a frame header of unknown kind {kind} ({read} frames read before it)"
 
     @property
     def pending_bytes(self) -> int:

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from procoord import SerializationError
-from procoord._wire import FrameReader, Kind, dumps, frame, loads
+from procoord._wire import FROM_WORKER_KINDS, HEADER, FrameReader, Kind, dumps, frame, loads
 
 
 def test_frames_split_anywhere() -> None:
@@ -125,3 +125,12 @@ def test_each_record_decodes_what_its_encoder_wrote() -> None:
     outcomes, failures = _remote.batch_outcomes("w", [(True, 1), (False, record), (None, record)])
     assert failures == 2 and outcomes[0] == (True, 1)
     assert isinstance(outcomes[1][1], TaskProcessError) and isinstance(outcomes[2][1], SerializationError)
+
+
+def test_reader_stops_at_a_header_of_unknown_kind() -> None:
+    """Test that the frames before a stray header are delivered, and nothing after it."""
+    reader = FrameReader(FROM_WORKER_KINDS)
+    good = frame(Kind.RESULT, 7, 0.5, b"ok")
+    stray = HEADER.pack(0, 250, 0, 0.0)
+    assert reader.feed(good + stray + good) == [(Kind.RESULT, 7, 0.5, b"ok")]
+    assert reader.corrupt == "a frame header of unknown kind 250 (1 frames read before it)"

@@ -185,17 +185,18 @@ class LocalChannel:
         (its load samples come every ``sample_interval_s``) or, while a big frame
         arrives, bytes at a steady rate."""
         period = timeout_s / 4
-        state = {"frames": -1, "bytes": 0, "quiet_since": self._loop.time()}
+        seen_frames, seen_bytes, quiet_since = -1, 0, self._loop.time()
 
         def check() -> None:
+            nonlocal seen_frames, seen_bytes, quiet_since
             self._liveness = None
             if self._lost or not self._reading:
                 return
             frames, received, now = self._frames.frames_read, self._frames.bytes_read, self._loop.time()
-            if frames != state["frames"] or received - state["bytes"] >= LIVE_BYTES_PER_S * period:
-                state["quiet_since"] = now
-            state["frames"], state["bytes"] = frames, received
-            if now - state["quiet_since"] >= timeout_s:
+            if frames != seen_frames or received - seen_bytes >= LIVE_BYTES_PER_S * period:
+                quiet_since = now
+            seen_frames, seen_bytes = frames, received
+            if now - quiet_since >= timeout_s:
                 self._broken(
                     f"no frame came from the worker for {timeout_s:g} s although it sends a load sample every "
                     f"{sample_interval_s:g} s: its channel is stalled or corrupt (or the process is stopped)"
