@@ -205,6 +205,17 @@ async def async_hold(paths: tuple[str, str]) -> str:
     return "never"
 
 
+def hold_gil(seconds: float) -> float:
+    """Burn CPU for ``seconds`` without letting another thread of the process run (as
+    one long C call would): the worker's sampler cannot send meanwhile."""
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1000.0)
+    try:
+        return spin(seconds)
+    finally:
+        sys.setswitchinterval(interval)
+
+
 def spin_then(seconds: float, task: Any) -> Any:
     """Burn ``seconds`` of CPU, then return the task."""
     spin(seconds)

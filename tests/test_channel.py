@@ -62,6 +62,16 @@ async def test_a_busy_worker_and_a_big_result_are_alive() -> None:
         assert [s.restarts for s in (await coord.stats()).values()] == [0, 0]
 
 
+async def test_a_worker_holding_the_gil_is_busy_not_stalled() -> None:
+    """Test that a task keeping the worker's sampler from sending for longer than the
+    deadline (as one long C call holding the GIL does) is not taken for a stalled channel:
+    the worker uses a CPU meanwhile."""
+    async with Coordinator(backend=LocalBackend(liveness_timeout=0.6, sample_interval=0.05)) as coord:
+        await coord.add_worker("w", _funcs.hold_gil)
+        assert await coord.call(2.0) == (2.0, "w")
+        assert (await coord.stats())["w"].restarts == 0
+
+
 def test_liveness_timeout_is_checked() -> None:
     """Test that a deadline the load samples cannot meet is refused."""
     with pytest.raises(ValueError, match="liveness_timeout"):

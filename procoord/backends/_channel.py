@@ -32,6 +32,11 @@ STATUS_GRACE_S = 1.0
 # While a big frame arrives, bytes at this rate or more count as signs of life.
 LIVE_BYTES_PER_S = 64 * 1024
 
+# A worker using at least this share of a CPU is busy, not stalled, even when it sends
+# nothing: its main thread may hold the GIL in one long C call (a sort of a huge list,
+# a big copy), which keeps the sampler thread from sending.
+LIVE_CPU_SHARE = 0.1
+
 
 class LocalChannel:
     """The parent's end of one worker process.
@@ -182,29 +187,48 @@ class LocalChannel:
 
     def watch_liveness(self, timeout_s: float, sample_interval_s: float) -> None:
         """Check, every quarter of ``timeout_s``, that the worker still sends: a frame
-        (its load samples come every ``sample_interval_s``) or, while a big frame
-        arrives, bytes at a steady rate."""
+        (its load samples come every ``sample_interval_s``), or bytes at a steady rate
+        while a big frame arrives, or else that it is busy on a CPU."""
         period = timeout_s / 4
-        seen_frames, seen_bytes, quiet_since = -1, 0, self._loop.time()
+        seen_frames, seen_bytes, seen_cpu = -1, 0, self._cpu_seconds()
+        quiet_since = last_check = self._loop.time()
 
         def check() -> None:
-            nonlocal seen_frames, seen_bytes, quiet_since
+            nonlocal seen_frames, seen_bytes, seen_cpu, quiet_since, last_check
             self._liveness = None
             if self._lost or not self._reading:
                 return
             frames, received, now = self._frames.frames_read, self._frames.bytes_read, self._loop.time()
-            if frames != seen_frames or received - seen_bytes >= LIVE_BYTES_PER_S * period:
+            cpu = self._cpu_seconds()
+            if (
+                frames != seen_frames
+                or received - seen_bytes >= LIVE_BYTES_PER_S * period
+                or cpu - seen_cpu >= LIVE_CPU_SHARE * (now - last_check)
+            ):
                 quiet_since = now
-            seen_frames, seen_bytes = frames, received
+            seen_frames, seen_bytes, seen_cpu, last_check = frames, received, cpu, now
             if now - quiet_since >= timeout_s:
                 self._broken(
                     f"no frame came from the worker for {timeout_s:g} s although it sends a load sample every "
-                    f"{sample_interval_s:g} s: its channel is stalled or corrupt (or the process is stopped)"
+                    f"{sample_interval_s:g} s, and it used next to no CPU: its channel is stalled or corrupt "
+                    "(or the process is stopped)"
                 )
                 return
             self._liveness = self._loop.call_later(period, check)
 
         self._liveness = self._loop.call_later(period, check)
+
+    def _cpu_seconds(self) -> float:
+        """CPU seconds the worker process has used so far (0.0 once it is gone)."""
+        import psutil  # only here: the parent's import stays light
+
+        if self._pid is None:
+            return 0.0
+        try:
+            times = psutil.Process(self._pid).cpu_times()
+        except psutil.Error:
+            return 0.0
+        return float(times.user + times.system)
 
     def _stop_liveness(self) -> None:
         if self._liveness is not None:

@@ -35,8 +35,8 @@ DEFAULT_READY_TIMEOUT_S = 60.0
 
 
 # A worker sends a load sample every sample interval, whatever its processor does: with
-# no frame and next to no bytes for this long, its channel is taken for stalled or
-# corrupt and the worker is ended (``LocalBackend(liveness_timeout=...)``).
+# no frame, next to no bytes and next to no CPU for this long, its channel is taken for
+# stalled or corrupt and the worker is ended (``LocalBackend(liveness_timeout=...)``).
 DEFAULT_LIVENESS_TIMEOUT_S = 10.0
 
 
@@ -61,7 +61,8 @@ class LocalBackend:
         sample_interval: seconds between CPU/memory samples sent by each worker.
         liveness_timeout: a ready worker from which neither a frame nor a stream of
             bytes arrives for this many seconds (while it sends a load sample every
-            ``sample_interval``) has a stalled or corrupt channel: its running task
+            ``sample_interval``), and which uses next to no CPU meanwhile, has a
+            stalled or corrupt channel: its running task
             fails with WorkerLostError saying so and the worker is restarted. None
             turns the check off (a worker stopped with SIGSTOP then waits forever).
     """
