@@ -11,9 +11,9 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 
 from ._task import Task
-from .errors import WorkerLostError
+from .errors import WorkerLostError, describe_exit
 
-__all__ = ("Loss", "settle_loss")
+__all__ = ("Loss", "describe_death", "settle_loss")
 
 
 @dataclass
@@ -58,3 +58,20 @@ def settle_loss(
     error = WorkerLostError(ident, pid, exitcode, detail, killed_by, attempts=running.attempts)
     loss.failed.append((running, error))
     return loss
+
+
+def describe_death(
+    ident: Hashable, pid: int | None, exitcode: int | None, loss: Loss, timed_out: Task | None
+) -> str | None:
+    """What to warn of when a worker died (was not told to stop), given the ``loss``
+    ``settle_loss`` decided; None when it was killed for a timeout (warned of then)."""
+    running = loss.running
+    if running is not None:
+        again = running in loss.retried
+        return (
+            f"worker {ident!r} (pid {pid}) died {describe_exit(exitcode)} while running task {running.id} "
+            f"(attempt {running.attempts - again}){'; it runs again' if again else ''}"
+        )
+    if timed_out is None:
+        return f"worker {ident!r} (pid {pid}) died {describe_exit(exitcode)} while idle"
+    return None

@@ -12,16 +12,17 @@ none waits longer than one start (beyond the tasks ahead of it).
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 from typing import TYPE_CHECKING
 
+from ._slot import WorkerSlot
 from .errors import CoordinatorClosedError, WorkerStartError
 
 if TYPE_CHECKING:
     from ._dispatch import Dispatcher
-    from ._slot import WorkerSlot
 
-__all__ = ("Recycler",)
+__all__ = ("Recycler", "successor")
 
 logger = logging.getLogger("procoord")
 
@@ -57,7 +58,7 @@ class Recycler:
 
     async def _recycle(self, old: WorkerSlot) -> None:
         dispatch = self._dispatch
-        new = old.successor()
+        new = successor(old)
         dispatch.retiring.add(new)  # covered by the coordinator's finalizer while it starts
         try:
             await new.start()
@@ -93,3 +94,24 @@ class Recycler:
             await old.stop()
         finally:
             dispatch.retiring.discard(old)
+
+
+def successor(old: WorkerSlot) -> WorkerSlot:
+    """A slot for a fresh process with ``old``'s ident and spec (to recycle it), carrying
+    on its counters, its crash history and its measurements."""
+    policy = old.restart_policy
+    new = WorkerSlot(
+        old.owner,
+        old.ident,
+        old.spec,
+        old.backend,
+        restart=policy.enabled,
+        restart_limit=policy.limit,
+        restart_window_s=policy.window_s,
+        recycle=old.recycle_policy,
+    )
+    new.restart_policy = policy  # the crash history goes on
+    new.counts = old.counts
+    new.window = copy.copy(old.window)
+    new.last_given = old.last_given
+    return new

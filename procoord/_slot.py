@@ -1,61 +1,42 @@
-"""The parent-side state of one worker: its queue, its in-flight window, its EWMA and
-counters, and the life of its process (start, crash, restart, stop).
+"""The parent-side books of one worker: its queue, its in-flight window, its EWMA and
+counters; what it writes to its process and what it makes of what comes back (results,
+timeouts, the loss of the process).
 
-Routing decisions belong to the coordinator (through :class:`SlotOwner`); a slot only
-keeps its own books and talks to its channel.
+The life of the process itself (start, stop, restart) is its base,
+:class:`~procoord._slot_life.SlotLife`. Routing decisions belong to the coordinator
+(through :class:`SlotOwner`); a slot only keeps its own books and talks to its channel.
 """
 
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 import time
-import weakref
 from collections.abc import Hashable, Sequence
-from typing import Any, Protocol
 
 from . import _logs, _remote, _wire, balancer
-from ._loss import settle_loss
+from ._loss import describe_death, settle_loss
 from ._recycle import Counts, RecyclePolicy
-from ._restarts import RestartPolicy
+from ._slot_life import SlotLife, SlotOwner
 from ._stream import STREAM_CREDIT
 from ._task import Task, TaskQueue
 from ._wire import Frame, Kind
-from .backends._base import Backend, WorkerChannel
-from .errors import (
-    CoordinatorClosedError,
-    TaskTimeoutError,
-    WorkerStartError,
-    describe_exit,
-)
+from .backends._base import Backend
+from .errors import TaskTimeoutError
 from .prefs import Required
 from .processor import ProcessorSpec
-from .stats import WorkerState
+
+__all__ = ("SlotOwner", "WorkerSlot")
 
 logger = logging.getLogger("procoord")
 
-# A worker told to stop that has nothing left to run gets this long to exit before it is
-# killed: a processor's non-daemon thread, for one, keeps its process from exiting.
-STOP_EXIT_GRACE_S = 2.0
 
-
-class SlotOwner(Protocol):
-    """What a slot needs from its coordinator."""
-
-    def task_finished(self, task: Task, result: Any = None, error: BaseException | None = None) -> None: ...
-    def reroute(self, tasks: Sequence[Task], lost: WorkerSlot) -> None: ...
-    def pump(self) -> None: ...
-    def slot_failed(self, slot: WorkerSlot) -> None: ...
-    def recycle(self, slot: WorkerSlot, reason: str) -> None: ...
-
-
-class WorkerSlot:
+class WorkerSlot(SlotLife):
     """One worker as the coordinator sees it."""
 
     def __init__(
         self,
-        owner: SlotOwner,
+        owner: SlotOwner[WorkerSlot],
         ident: Hashable,
         spec: ProcessorSpec,
         backend: Backend,
@@ -65,16 +46,16 @@ class WorkerSlot:
         restart_window_s: float,
         recycle: RecyclePolicy | None = None,
     ) -> None:
-        # Weak, so that an open coordinator nobody refers to can be collected (its
-        # finalizer then stops the processes): the event loop keeps slots alive.
-        self._owner = weakref.ref(owner)
-        self.ident = ident
-        self.spec = spec
-        self.backend = backend
-        self._policy = RestartPolicy(restart, restart_limit, restart_window_s)
+        super().__init__(
+            owner,
+            ident,
+            spec,
+            backend,
+            restart=restart,
+            restart_limit=restart_limit,
+            restart_window_s=restart_window_s,
+        )
         self.recycle_policy = recycle if recycle is not None and recycle != RecyclePolicy() else None
-        self.channel: WorkerChannel | None = None
-        self.state: WorkerState | str = "starting"
         self._queue = TaskQueue()
         self.inflight: dict[int, Task] = {}
         self.window = balancer.Window()
@@ -86,52 +67,10 @@ class WorkerSlot:
         self.last_given = 0
         self.cpu_percent = 0.0
         self.rss_bytes = 0
-        self.ready_at = 0.0
-        self.pid: int | None = None
         self._out: list[bytes | memoryview] = []
         self._head: Task | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timed_out: Task | None = None
-        self._killed_by = ""
-        self._restart_task: asyncio.Task[None] | None = None
-        self._stopped: asyncio.Future[None] | None = None
-        self._drain = False  # stopping: run what was written to the worker before STOP
-        self._stop_sent = False
-        self._exit_timer: asyncio.TimerHandle | None = None
-
-    @property
-    def owner(self) -> SlotOwner:
-        owner = self._owner()
-        return _ORPHANED if owner is None else owner
-
-    # -- life cycle -----------------------------------------------------------------
-
-    async def start(self) -> None:
-        """Start the process; raise WorkerStartError if it cannot, and
-        CoordinatorClosedError if it was told to stop meanwhile (its process is then
-        gone when this returns)."""
-        try:
-            channel = await self.backend.start(self.ident, self.spec, self)
-        except BaseException:
-            self._resolve_stopped("stopped")
-            raise
-        if self._stopped is not None:  # stopped while it started: end it before going on
-            self.channel = channel
-            self.pid = channel.pid
-            self.state = "stopping"
-            channel.kill()
-            await asyncio.shield(self._stopped)
-            raise CoordinatorClosedError("the coordinator was closed while the worker was starting")
-        self._attach(channel)
-        logger.info("worker %r started (pid %s)", self.ident, self.pid)
-
-    def _attach(self, channel: WorkerChannel) -> None:
-        self.channel = channel
-        self.pid = channel.pid
-        self.state = "ready"
-        self.ready_at = time.monotonic()
-        self.cpu_percent = 0.0
-        self.tasks_run = 0
 
     # Its counters live in ``counts``, which a recycled worker's successor carries on.
     completed = property(lambda self: self.counts.completed, lambda self, n: setattr(self.counts, "completed", n))
@@ -140,25 +79,6 @@ class WorkerSlot:
     parts_streamed = property(
         lambda self: self.counts.parts_streamed, lambda self, n: setattr(self.counts, "parts_streamed", n)
     )
-
-    def successor(self) -> WorkerSlot:
-        """A slot for a fresh process with this one's ident and spec (to recycle it),
-        carrying on its counters, its crash history and its measurements."""
-        new = WorkerSlot(
-            self.owner,
-            self.ident,
-            self.spec,
-            self.backend,
-            restart=self._policy.enabled,
-            restart_limit=self._policy.limit,
-            restart_window_s=self._policy.window_s,
-            recycle=self.recycle_policy,
-        )
-        new._policy = self._policy  # the crash history goes on
-        new.counts = self.counts
-        new.window = copy.copy(self.window)
-        new.last_given = self.last_given
-        return new
 
     async def hand_over(self) -> None:
         """Write no more tasks here, and wait until those written have finished (or
@@ -200,90 +120,6 @@ class WorkerSlot:
     @property
     def is_async(self) -> bool:
         return self.channel is not None and self.channel.is_async
-
-    def begin_stop(self, drain: bool = False) -> None:
-        """Ask the worker to stop (see ``stop``). Idempotent; a stop without ``drain``
-        overrides a draining one (close after remove_worker)."""
-        if self._restart_task is not None:
-            self._restart_task.cancel()
-            self._restart_task = None
-        if self.state == "starting":
-            if self._stopped is None:  # start() ends it once its process is there
-                self._stopped = asyncio.get_running_loop().create_future()
-            return
-        if self.state in ("stopped", "failed") or self.channel is None:
-            self.state = "stopped" if self.state != "failed" else "failed"
-            return
-        if self._stopped is None:
-            self._stopped = asyncio.get_running_loop().create_future()
-            self.state = "stopping"
-            self._drain = drain
-        elif not drain:
-            self._drain = False
-        if not (self._drain and self.inflight):
-            self._send_stop()
-
-    def _send_stop(self) -> None:
-        if not self._stop_sent and self.channel is not None:
-            self._stop_sent = True
-            self.channel.send([_wire.frame(Kind.STOP)])
-        self._arm_exit_timer()
-
-    def _arm_exit_timer(self) -> None:
-        if self._stop_sent and not self.inflight and self._exit_timer is None:
-            self._exit_timer = asyncio.get_running_loop().call_later(STOP_EXIT_GRACE_S, self._exit_overdue)
-
-    def _exit_overdue(self) -> None:
-        self._exit_timer = None
-        if self.channel is not None:
-            logger.warning(
-                "worker %r (pid %s) did not exit %g s after it stopped (a non-daemon thread?); killing it",
-                self.ident,
-                self.pid,
-                STOP_EXIT_GRACE_S,
-            )
-            self.channel.kill()
-
-    def _resolve_stopped(self, state: WorkerState | str) -> None:
-        if self._exit_timer is not None:
-            self._exit_timer.cancel()
-            self._exit_timer = None
-        if self._stopped is not None and not self._stopped.done():
-            self.state = state
-            self._stopped.set_result(None)
-
-    async def stop(self, drain: bool = False) -> None:
-        """Stop the worker and wait for its process to exit. It finishes its running
-        task; the tasks written to it behind that one run too with ``drain`` (a task the
-        worker has received is run), else it hands them back to be routed again."""
-        self.begin_stop(drain)
-        if self._stopped is not None and self.state not in ("stopped", "failed"):
-            await asyncio.shield(self._stopped)
-
-    def kill(self, killed_by: str = "") -> None:
-        """End the process now (used when a stop takes too long); ``killed_by`` goes into
-        the WorkerLostError of the task it was running."""
-        self._killed_by = killed_by
-        if self.channel is not None:
-            self.channel.kill()
-
-    def channel_broken(self, reason: str) -> None:
-        logger.warning("worker %r (pid %s): %s; ending it", self.ident, self.pid, reason)
-        self.kill(f"procoord because {reason}")
-
-    def terminate_sync(self, grace_s: float) -> None:
-        """Stop the process from outside the event loop (garbage collection, exit)."""
-        self.state = "stopped"
-        if self._restart_task is not None:
-            self._restart_task.cancel()
-        if self.channel is not None:
-            self.channel.terminate_sync(grace_s)
-        stopped = self._stopped
-        if stopped is not None and not stopped.get_loop().is_closed():
-            try:  # wake a stop() waiting for it (futures belong to their loop's thread)
-                stopped.get_loop().call_soon_threadsafe(self._resolve_stopped, "stopped")
-            except RuntimeError:  # the loop closed meanwhile: nobody waits
-                pass
 
     # -- sending --------------------------------------------------------------------
 
@@ -515,26 +351,16 @@ class WorkerSlot:
             self.state = "stopped"
             self._resolve_stopped("stopped")
             return
-        running = loss.running
-        if running is not None:
-            logger.warning(
-                "worker %r (pid %s) died %s while running task %d (attempt %d)%s",
-                self.ident,
-                channel_pid,
-                describe_exit(exitcode),
-                running.id,
-                running.attempts - (running in loss.retried),
-                "; it runs again" if running in loss.retried else "",
-            )
-        elif timed_out is None:
-            logger.warning("worker %r (pid %s) died %s while idle", self.ident, channel_pid, describe_exit(exitcode))
+        death = describe_death(self.ident, channel_pid, exitcode, loss, timed_out)
+        if death is not None:
+            logger.warning("%s", death)
         # Tasks written but not started, and Any/Preferred tasks bound here, go elsewhere;
         # Required ones wait for the restart.
         queued = self._queue.drain()
         movable = loss.retried + loss.rerouted + [t for t in queued if type(t.prefs) is not Required]
         self._queue.extend([t for t in queued if type(t.prefs) is Required])
         if timed_out is None:
-            self._policy.crashed(time.monotonic())
+            self.restart_policy.crashed(time.monotonic())
         self._after_loss(exitcode)
         if movable:
             self.owner.reroute(movable, self)
@@ -545,36 +371,6 @@ class WorkerSlot:
             task.attempts += 1
         self.counts.retries += len(tasks)
 
-    def _after_loss(self, exitcode: int | None) -> None:
-        delay = self._policy.next_delay(time.monotonic())
-        if delay is None:
-            self.state = "failed"
-            logger.warning("worker %r failed (%s); no more restarts", self.ident, self._policy.why_given_up())
-            self.owner.slot_failed(self)
-            return
-        self.state = "restarting"
-        self._restart_task = asyncio.get_running_loop().create_task(self._restart(delay))
-
-    async def _restart(self, delay: float) -> None:
-        if delay:
-            await asyncio.sleep(delay)
-        try:
-            channel = await self.backend.start(self.ident, self.spec, self)
-        except WorkerStartError as exc:
-            logger.warning("worker %r could not restart: %s", self.ident, exc.reason)
-            self._restart_task = None
-            self._policy.crashed(time.monotonic())
-            self._after_loss(None)
-            return
-        self._restart_task = None
-        if self.state != "restarting":  # stopped meanwhile
-            channel.kill()
-            return
-        self.restarts += 1
-        self._attach(channel)
-        logger.info("worker %r restarted (pid %s, restart %d)", self.ident, self.pid, self.restarts)
-        self.owner.pump()
-
     # -- stats ----------------------------------------------------------------------
 
     @property
@@ -582,35 +378,8 @@ class WorkerSlot:
         """The EWMA of this worker's task times (seconds), None before the first."""
         return self.window.ewma_s
 
-    @property
-    def alive(self) -> bool:
-        """Whether its process is up (not starting, restarting or gone)."""
-        return self.state in ("ready", "stopping")
-
     def __repr__(self) -> str:
         return (
             f"<WorkerSlot {self.ident!r} {self.state} pid={self.pid} "
             f"queue={len(self._queue)} inflight={len(self.inflight)}>"
         )
-
-
-class _Orphaned:
-    """Stands in for a coordinator that was garbage-collected: nothing to report to."""
-
-    def task_finished(self, task: Task, result: Any = None, error: BaseException | None = None) -> None:
-        pass
-
-    def reroute(self, tasks: Sequence[Task], lost: WorkerSlot) -> None:
-        pass
-
-    def pump(self) -> None:
-        pass
-
-    def slot_failed(self, slot: WorkerSlot) -> None:
-        pass
-
-    def recycle(self, slot: WorkerSlot, reason: str) -> None:
-        pass
-
-
-_ORPHANED = _Orphaned()
