@@ -3,7 +3,8 @@
 A :class:`~procoord.Coordinator` runs on an event loop of its own (uvloop) in a daemon
 thread; every method here hands one coroutine to that loop
 (``asyncio.run_coroutine_threadsafe``) and waits for it, so the logic lives only in the
-async API and any number of threads may call at once::
+async API and any number of threads may call at once (the loop thread itself is
+procoord._loop_thread)::
 
     caller threads --run_coroutine_threadsafe--> loop thread: Coordinator --> workers
                    <--concurrent.futures.Future--
@@ -35,6 +36,7 @@ from types import TracebackType
 from typing import Any, Generic, Literal, Self, TypeVar, Unpack, final, overload
 
 from ._bulk import MapIterator
+from ._loop_thread import LoopThread, finalize
 from ._options import CoordinatorOptions, MapOptions
 from ._stream import StreamIterator
 from ._typing import ResultT, TaskT
@@ -52,122 +54,6 @@ T = TypeVar("T")
 
 logger = logging.getLogger("procoord")
 F = TypeVar("F", bound=Callable[..., Any])
-
-# How long an unclosed facade's loop thread gets to close its coordinator when it is
-# collected or at interpreter exit: long enough for workers to finish a short running task
-# and exit cleanly, short enough that a forgotten facade never holds up the exit; past
-# it, the coordinator's own finalizer kills the worker processes.
-EXIT_GRACE_S = 3.0
-
-# How long future.cancel() waits for the coordinator's loop to cancel the task; the loop
-# answers in microseconds unless it is blocked.
-CANCEL_WAIT_S = 5.0
-
-
-def _new_loop() -> asyncio.AbstractEventLoop:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency; be lenient anyway
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
-
-
-class _LoopThread:
-    """The loop thread and what it needs to stop; holds no reference to the facade, so
-    the facade can be collected (and its finalizer run) while the thread lives."""
-
-    def __init__(self, build: Callable[[], Coordinator[Any, Any]]) -> None:
-        self.loop = _new_loop()
-        self.stop_requested: asyncio.Future[bool] | None = None
-        self.coordinator: Coordinator[Any, Any] | None = None
-        started: concurrent.futures.Future[None] = concurrent.futures.Future()
-        self.thread = threading.Thread(target=self._main, args=(build, started), name="procoord-loop", daemon=True)
-        self.thread.start()
-        try:
-            started.result()  # a constructor error (a bad argument) is raised here
-        except BaseException:
-            self.thread.join()
-            raise
-
-    def _main(self, build: Callable[[], Coordinator], started: concurrent.futures.Future[None]) -> None:
-        loop = self.loop
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(self._serve(build, started))
-        finally:
-            try:
-                _cancel_leftovers(loop)
-                loop.run_until_complete(loop.shutdown_asyncgens())
-                loop.run_until_complete(loop.shutdown_default_executor())
-            finally:
-                asyncio.set_event_loop(None)
-                loop.close()
-
-    async def _serve(self, build: Callable[[], Coordinator], started: concurrent.futures.Future[None]) -> None:
-        try:
-            coord = build()
-        except BaseException as exc:
-            started.set_exception(exc)
-            return
-        self.coordinator = coord
-        self.stop_requested = asyncio.get_running_loop().create_future()
-        started.set_result(None)
-        cancel_pending = await self.stop_requested
-        # Closed by its owner already (close() is idempotent), or forgotten: then drop
-        # queued work and let the running tasks finish.
-        await coord.close(cancel_pending=cancel_pending)
-
-    def request_stop(self, cancel_pending: bool) -> None:
-        """Ask the loop to close the coordinator and end (from any thread)."""
-
-        def stop() -> None:
-            if self.stop_requested is not None and not self.stop_requested.done():
-                self.stop_requested.set_result(cancel_pending)
-
-        try:
-            self.loop.call_soon_threadsafe(stop)
-        except RuntimeError:  # the loop is closed already
-            pass
-
-    def on_loop_thread(self) -> bool:
-        return threading.current_thread() is self.thread
-
-    def call_and_wait(self, fn: Callable[[], object]) -> None:
-        """Run ``fn`` on the loop's thread and return once it has run (from any thread),
-        so that a cancellation has taken effect when the caller goes on."""
-        if self.on_loop_thread():
-            fn()
-            return
-        if not self.loop.is_running():  # stopped or closed: nothing would run it
-            return
-        done: concurrent.futures.Future[None] = concurrent.futures.Future()
-
-        def run() -> None:
-            try:
-                fn()
-            finally:
-                done.set_result(None)
-
-        try:
-            self.loop.call_soon_threadsafe(run)
-            done.result(CANCEL_WAIT_S)
-        except (RuntimeError, concurrent.futures.TimeoutError):  # the loop is closed or stuck
-            pass
-
-
-def _cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:
-    tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
-    for task in tasks:
-        task.cancel()
-    if tasks:
-        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-
-
-def _finalize(runner: _LoopThread) -> None:
-    """The facade was collected, or the interpreter is exiting, without ``close()``."""
-    runner.request_stop(cancel_pending=True)
-    if not runner.on_loop_thread():
-        runner.thread.join(EXIT_GRACE_S)
 
 
 def _mirrors(async_fn: Callable[..., Any], blocking_note: str = "") -> Callable[[F], F]:
@@ -206,12 +92,12 @@ class BlockingCoordinator(Generic[TaskT, ResultT]):
         def build() -> Coordinator[TaskT, ResultT]:
             return Coordinator[TaskT, ResultT](queue_threshold, **options)
 
-        self._runner = _LoopThread(build)
+        self._runner = LoopThread(build)
         coord = self._runner.coordinator
         assert coord is not None
         self._coord: Coordinator[TaskT, ResultT] = coord
         self._close_lock = threading.Lock()
-        self._finalizer = weakref.finalize(self, _finalize, self._runner)
+        self._finalizer = weakref.finalize(self, finalize, self._runner)
 
     # -- context manager ------------------------------------------------------------
 

@@ -102,8 +102,10 @@ RULES: dict[str, set[str]] = {
         "processor",
         "stats",
     },
+    "_loop_thread": {"coordinator"},
     "blocking": {
         "_bulk",
+        "_loop_thread",
         "_options",
         "_stream",
         "_typing",
