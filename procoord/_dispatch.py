@@ -56,9 +56,11 @@ class Dispatcher:
         *,
         retries: int = 0,
         priority: int = 0,
+        future: asyncio.Future[Any] | None = None,
     ) -> Task:
         """Pickle a task and queue it where ``prefs`` says; raise, queuing nothing,
-        when it cannot be run. ``stream``: the PartQueue of a streaming task."""
+        when it cannot be run. ``stream``: the PartQueue of a streaming task;
+        ``future``: the one the task resolves (a new one when None)."""
         if type(prefs) not in _PREF_TYPES:
             raise TypeError(
                 f"prefs must be TaskPrefs.Any, TaskPrefs.Preferred(...) or TaskPrefs.Required(...), not {prefs!r}"
@@ -85,7 +87,8 @@ class Dispatcher:
             raise _never_ran(slot)
         if slot is None and not any(s.routable for s in slots.values()):
             raise NoWorkersError("every worker has failed; add a worker")
-        future = asyncio.get_running_loop().create_future()
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
         record = Task(next(self._ids), payload, prefs, future, timeout, retries, priority)
         record.size = size
         record.stream = stream

@@ -30,12 +30,14 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from asyncio.events import _get_running_loop as _running_loop
 from collections.abc import AsyncIterable, Callable, Coroutine, Hashable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Literal, Self, Unpack, final, overload
 
 from . import _wire
 from ._bulk import MapIterator
+from ._call import CallFuture
 from ._dispatch import Dispatcher
 from ._misuse import NotAwaited, async_with_needed, bound_loop, require_asyncio
 from ._options import CoordinatorOptions, MapOptions, check_timeout, settings
@@ -376,6 +378,21 @@ class Coordinator(Generic[TaskT, ResultT]):
     def _submit(
         self, task: Any, prefs: Pref, timeout: float | None, size: int, retries: int = 0, priority: int = 0
     ) -> JoinHandle[Any]:
+        record = self._submit_task(task, prefs, timeout, size, retries, priority)
+        # The handle holds the coordinator (through this closure): a coordinator is not
+        # collected, and its workers stopped, while a handle of it may still be awaited.
+        return JoinHandle(record, lambda: self._dispatch.cancel(record))
+
+    def _submit_task(
+        self,
+        task: Any,
+        prefs: Pref,
+        timeout: float | None,
+        size: int,
+        retries: int,
+        priority: int,
+        future: asyncio.Future[Any] | None = None,
+    ) -> Task:
         self._check_open()
         if timeout is None:
             timeout = self.task_timeout
@@ -383,20 +400,53 @@ class Coordinator(Generic[TaskT, ResultT]):
             check_timeout(timeout)
         if retries or priority:
             check_task_options(retries, priority)
-        record = self._dispatch.submit(task, prefs, timeout, size, retries=retries, priority=priority)
-        # The handle holds the coordinator (through this closure): a coordinator is not
-        # collected, and its workers stopped, while a handle of it may still be awaited.
-        return JoinHandle(record, lambda: self._dispatch.cancel(record))
+        return self._dispatch.submit(task, prefs, timeout, size, retries=retries, priority=priority, future=future)
 
     def call(
         self, task: TaskT, prefs: Pref = ANY, *, timeout: float | None = None, retries: int = 0, priority: int = 0
-    ) -> Coroutine[Any, Any, tuple[ResultT, Hashable]]:
+    ) -> CallFuture[tuple[ResultT, Hashable]]:
         """``run`` the task and wait for it: ``result, worker = await coord.call(task)``.
 
-        The call owns its task: cancelling the caller (``asyncio.timeout``, a client
-        that went away) cancels the task as :meth:`JoinHandle.cancel` does, so a queued
-        task never runs and a running async ``do_work`` is cancelled in its worker."""
-        return NotAwaited(self._call(task, prefs, timeout, retries, priority), "coord.call")
+        On the coordinator's event loop the task is queued at once and what comes back
+        is its future (also usable as a coroutine: ``asyncio.gather``, ``wait_for`` and
+        ``create_task`` all take it), so a gather of many calls costs no asyncio Task
+        per call. The call owns its task: cancelling the caller (``asyncio.timeout``, a
+        client that went away) or the future cancels the task as :meth:`JoinHandle.cancel`
+        does, so a queued task never runs and a running async ``do_work`` is cancelled in
+        its worker. Errors that ``run`` raises are raised when the call is awaited."""
+        loop = self._loop
+        if loop is None or _running_loop() is not loop:
+            # Binds the loop, or reports a wrong loop or thread, when awaited.
+            return NotAwaited(self._call(task, prefs, timeout, retries, priority), "coord.call")  # type: ignore[return-value]
+        future: CallFuture[tuple[ResultT, Hashable]] = CallFuture(loop)
+        if self._ledger.full() and not self._closing:
+            waiting = loop.create_task(self._call_when_room(future, task, prefs, timeout, retries, priority))
+            future.on_cancel(waiting.cancel)
+        else:
+            self._call_now(future, task, prefs, timeout, retries, priority)
+        return future
+
+    def _call_now(
+        self, future: CallFuture[Any], task: TaskT, prefs: Pref, timeout: float | None, retries: int, priority: int
+    ) -> None:
+        try:
+            record = self._submit_task(task, prefs, timeout, 0, retries, priority, future)
+        except Exception as exc:
+            future.set_exception(exc)
+            return
+        dispatch = self._dispatch
+        future.on_cancel(lambda: dispatch.cancel(record))
+
+    async def _call_when_room(
+        self, future: CallFuture[Any], task: TaskT, prefs: Pref, timeout: float | None, retries: int, priority: int
+    ) -> None:
+        try:
+            await self._ledger.wait_for_space(self._check_open)
+        except Exception as exc:
+            future.set_exception(exc)
+            return
+        if not future.done():
+            self._call_now(future, task, prefs, timeout, retries, priority)
 
     async def _call(
         self, task: TaskT, prefs: Pref, timeout: float | None, retries: int, priority: int

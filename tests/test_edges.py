@@ -78,6 +78,47 @@ async def test_cancelled_call_cancels_its_queued_task(beacons: BeaconFactory) ->
         assert coord.pending == 0
 
 
+async def test_a_gather_of_calls_under_a_timeout_cancels_every_queued_task(beacons: BeaconFactory) -> None:
+    """Test that calls gathered under ``asyncio.timeout`` (a gather takes each call as a
+    future) are cancelled with it: the queued ones never run, nothing stays pending."""
+    started, release = beacons(), beacons()
+    async with Coordinator() as coord:
+        await coord.add_worker("h", _funcs.Counter())
+        held = await coord.run(("hold", started.path, release.path), TaskPrefs.Required("h"))
+        await started.wait()
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.2):
+                await asyncio.gather(*(coord.call(("never", i), TaskPrefs.Required("h")) for i in range(50)))
+        await release.signal()
+        assert await held == ("released", "h")
+        history, _ = await coord.call("history", TaskPrefs.Required("h"))
+        assert [t for t in history if t[0] == "never"] == []
+        await _until(lambda: coord.pending == 0)
+
+
+async def test_a_call_waiting_for_room_is_cancelled_with_its_caller(beacons: BeaconFactory) -> None:
+    """Test that a call made while ``max_pending`` tasks are unfinished waits for room
+    (as a task of create_task, or a future), and that cancelling it then queues nothing."""
+    started, release = beacons(), beacons()
+    async with Coordinator(max_pending=1) as coord:
+        await coord.add_worker("h", _funcs.Counter())
+        held = await coord.run(("hold", started.path, release.path))
+        await started.wait()
+        waiting = asyncio.create_task(coord.call(("never", 1)))
+        later = coord.call(("later", 2))
+        await asyncio.sleep(0)
+        assert coord.pending == 1 and not waiting.done() and not later.done()
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        await release.signal()
+        assert await held == ("released", "h")
+        assert await later == (("later", 2), "h")
+        history, _ = await coord.call("history")
+        assert ("never", 1) not in history and ("later", 2) in history
+        assert coord.pending == 0
+
+
 async def test_call_under_timeout_cancels_running_async_task(beacons: BeaconFactory) -> None:
     """Test that a call() whose caller times out cancels the running async do_work in its worker."""
     started, cancelled = beacons(), beacons()

@@ -81,8 +81,10 @@ RULES: dict[str, set[str]] = {
     "_shutdown": {"_dispatch", "_slot"},
     "_bulk": {"_misuse", "_options", "_progress", "_task", "errors", "handle", "prefs"},
     "_recycler": {"_dispatch", "_slot", "errors"},
+    "_call": set(),
     "coordinator": {
         "_bulk",
+        "_call",
         "_dispatch",
         "_misuse",
         "_recycle",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import sys
 import threading
@@ -15,6 +16,7 @@ from procoord import Coordinator, SerializationError, TaskProcessor
 from procoord._progress import PlainBar
 
 from . import _funcs
+from .conftest import DEADLOCK_TIMEOUT
 
 
 class Holder(TaskProcessor):
@@ -140,9 +142,25 @@ async def test_unawaited_run_says_to_await(coord: Coordinator) -> None:
     [handle] = await asyncio.gather(coord.run(4))
     assert await handle == (8, "w")
     call = coord.call(5)
-    with pytest.raises(AttributeError, match=r"await coord\.call\(\.\.\.\)"):
+    with pytest.raises(asyncio.InvalidStateError, match=r"await coord\.call\(\.\.\.\)"):
         call.result()
     assert await call == (10, "w")
+    assert await asyncio.create_task(coord.call(6)) == (12, "w")
+    [pair] = await asyncio.gather(coord.call(7))
+    assert pair == (14, "w")
+    assert await asyncio.wait_for(coord.call(8), DEADLOCK_TIMEOUT) == (16, "w")
+
+
+async def test_a_call_never_awaited_warns_and_its_task_runs(coord: Coordinator) -> None:
+    """Test that a call dropped without awaiting it warns, as a coroutine would, naming
+    the fix; its task was queued at once and runs."""
+    await coord.add_worker("w", _funcs.double)
+    with pytest.warns(RuntimeWarning, match=r"coord\.call\(\.\.\.\) was never awaited"):
+        coord.call(1)
+        assert coord.pending == 1
+        assert await coord.call(2) == (4, "w")  # the first ran before it, on the one worker
+        gc.collect()
+    assert (await coord.stats())["w"].completed == 2
 
 
 def test_outside_any_event_loop_names_asyncio() -> None:

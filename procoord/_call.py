@@ -1,0 +1,99 @@
+"""What ``coord.call(task)`` gives: the task's future, which is also a coroutine.
+
+``await coord.call(t)``, ``asyncio.gather(*(coord.call(t) for t in ts))``,
+``asyncio.wait_for(coord.call(t), 1)`` and ``asyncio.create_task(coord.call(t))`` all
+work as with a coroutine, but gather and wait_for take it as the future it is: no
+asyncio Task and no coroutine frame per call. The task is queued when ``call`` is
+called; cancelling the future (directly, or by cancelling whoever awaits it) cancels the
+task as :meth:`JoinHandle.cancel <procoord.JoinHandle.cancel>` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import warnings
+from collections.abc import Callable, Coroutine, Generator
+from typing import Any, NoReturn, Self, TypeVar
+
+__all__ = ("CallFuture",)
+
+T = TypeVar("T")
+
+
+class CallFuture(asyncio.Future[T], Coroutine[Any, Any, T]):
+    """A future of ``(result, worker_ident)`` that can be awaited, gathered or passed to
+    ``asyncio.create_task`` like the coroutine ``call`` used to be."""
+
+    __slots__ = ("_awaited", "_iterator", "_on_cancel")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop=loop)
+        self._on_cancel: Callable[[], object] | None = None
+        self._iterator: Generator[Any, None, T] | None = None
+        self._awaited = False
+
+    def on_cancel(self, hook: Callable[[], object]) -> None:
+        """Call ``hook`` (once) when the future is cancelled before it is done."""
+        self._on_cancel = hook
+
+    def cancel(self, msg: Any = None) -> bool:
+        hook, self._on_cancel = self._on_cancel, None
+        if hook is not None and not self.done():
+            hook()  # may cancel this future itself (a queued task never runs)
+        if self.done():
+            return self.cancelled()
+        return super().cancel(msg)
+
+    def set_result(self, result: T) -> None:
+        self._on_cancel = None  # breaks the cycle future -> hook -> task record -> future
+        super().set_result(result)
+
+    def set_exception(self, exception: type | BaseException) -> None:
+        self._on_cancel = None
+        super().set_exception(exception)
+
+    def result(self) -> T:
+        if not self.done():
+            raise asyncio.InvalidStateError(
+                "coord.call(...) has not finished: write `result, worker = await coord.call(...)`"
+            )
+        return super().result()
+
+    def add_done_callback(self, fn: Callable[[Self], object], *, context: Any = None) -> None:
+        self._awaited = True
+        super().add_done_callback(fn, context=context)
+
+    # -- the coroutine protocol, over the future's own await ------------------------
+
+    def __await__(self) -> Generator[Any, None, T]:
+        self._awaited = True
+        return super().__await__()
+
+    def send(self, value: Any) -> Any:
+        iterator = self._iterator
+        if iterator is None:
+            iterator = self._iterator = self.__await__()
+        return iterator.send(value)
+
+    def throw(self, *args: Any) -> Any:
+        iterator = self._iterator
+        if iterator is None:
+            iterator = self._iterator = self.__await__()
+        return iterator.throw(*args)
+
+    def close(self) -> None:
+        self._awaited = True  # closed on purpose (asyncio does so for a coroutine it refuses)
+        self._iterator = None
+
+    def __iter__(self) -> NoReturn:
+        raise TypeError("coord.call(...) must be awaited: `result, worker = await coord.call(...)`, inside a coroutine")
+
+    def __del__(self) -> None:
+        if not self._awaited:
+            warnings.warn(
+                "coord.call(...) was never awaited: its task ran (or runs) but its result is dropped; "
+                "write `await coord.call(...)`, or use run_nowait() for a task whose result is not wanted",
+                RuntimeWarning,
+                stacklevel=1,
+            )
+        super().__del__()
