@@ -20,14 +20,13 @@ garbage collection) cancels every outstanding task: a queued one never runs.
 from __future__ import annotations
 
 import asyncio
+import operator
 import weakref
 from collections import deque
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
-    Awaitable,
     Callable,
-    Generator,
     Hashable,
     Iterable,
     Iterator,
@@ -35,7 +34,7 @@ from collections.abc import (
     Sequence,
     Sized,
 )
-from itertools import islice
+from itertools import islice, repeat
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, Unpack, final
 
@@ -54,13 +53,19 @@ __all__ = ("DEFAULT_WINDOW", "MapIterator", "TaskSink")
 # results stay in the megabytes and a ``break`` cancels tasks that never run.
 DEFAULT_WINDOW = 1024
 
+# Without a ``window`` given, tasks shorter than CHEAP_TASK_S get a window of CHEAP_WINDOW:
+# chunks of thousands of items, so the cost of waking a worker (tens of microseconds on
+# a VM) is spread thin, while buffered results of such tasks stay small.
+CHEAP_TASK_S = 1e-4
+CHEAP_WINDOW = 8192
+
 # Chunks are sized so that one takes about this long to run: long enough that the
 # channel's per-task cost (tens of microseconds) is small, short enough to balance.
 TARGET_CHUNK_S = 0.002
 
 # At most this many items per chunk, and at least this many chunks per worker in the
 # window, so every worker always has a chunk to start on.
-MAX_CHUNK = 512
+MAX_CHUNK = 2048
 CHUNKS_PER_WORKER = 2
 
 T = TypeVar("T")
@@ -94,6 +99,10 @@ class TaskSink(Protocol):
         ...
 
 
+_ok = operator.itemgetter(0)
+_result = operator.itemgetter(1)
+
+
 class _Failed:
     """An outcome that is an error (kept apart from results, which may be exceptions)."""
 
@@ -104,19 +113,6 @@ class _Failed:
 
 
 _Outcome = _Pair | _Failed
-
-
-class _Ready:
-    """An awaitable that is already done (the fast path of ``__anext__``)."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    def __await__(self) -> Generator[Any, None, Any]:
-        yield from ()
-        return self.value
 
 
 class _Chunk:
@@ -141,6 +137,8 @@ class _Chunk:
             return [_Failed(exc)] * self.size
         if not self.batch:
             return [(value, worker)]
+        if all(map(_ok, value)):  # the common case: pairs made in C
+            return list(zip(map(_result, value), repeat(worker)))
         return [(result, worker) if ok else _Failed(result) for ok, result in value]
 
 
@@ -164,13 +162,13 @@ class MapIterator(Generic[T]):
     ) -> None:
         check_options(options, MapOptions, "map")
         ordered = options.get("ordered", True)
-        window = options.get("window", DEFAULT_WINDOW)
+        window = options.get("window")
         progress = options.get("progress", False)
         timeout = options.get("timeout")
         retries = options.get("retries", 0)
         priority = options.get("priority", 0)
         check_task_options(retries, priority)
-        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
             raise ValueError(f"window must be an int >= 1, not {window!r}")
         self._items: Iterator[Any] | None = None
         self._aitems: AsyncIterator[Any] | None = None
@@ -217,14 +215,14 @@ class MapIterator(Generic[T]):
         def __iter__(self) -> None:
             async_for_needed("coord.map(...)")
 
-    def __anext__(self) -> Awaitable[T]:
+    async def __anext__(self) -> T:
         finished = self._finished
         if finished and not self._closed and not self._busy and self._bar is None:
             outcome = finished[0]
-            if type(outcome) is tuple:  # a plain result, already here: no coroutine needed
+            if type(outcome) is tuple:  # a plain result, already here
                 finished.popleft()
-                return _Ready(outcome)
-        return self._anext()
+                return outcome  # type: ignore[return-value]
+        return await self._anext()
 
     async def _anext(self) -> T:
         if self._closed:
@@ -265,6 +263,14 @@ class MapIterator(Generic[T]):
         """Tasks submitted and not yet yielded (never more than ``window``)."""
         return self._queued_items + self._watched_items + len(self._finished)
 
+    def _limit(self) -> int:
+        """Tasks that may be outstanding: ``window``, or when none was given
+        DEFAULT_WINDOW, CHEAP_WINDOW while tasks are known to be cheap."""
+        if self._window is not None:
+            return self._window
+        task_s = self._task_time()
+        return CHEAP_WINDOW if task_s is not None and task_s < CHEAP_TASK_S else DEFAULT_WINDOW
+
     def _chunk_size(self, room: int) -> int:
         """Items for the next chunk: 1 until task times are known, then as many as run in
         about TARGET_CHUNK_S, leaving room in the window for every worker."""
@@ -273,7 +279,7 @@ class MapIterator(Generic[T]):
             return 1
         workers = max(1, len(self._coord))
         by_time = int(TARGET_CHUNK_S / max(task_s, 1e-7))
-        by_window = self._window // (CHUNKS_PER_WORKER * workers)
+        by_window = self._limit() // (CHUNKS_PER_WORKER * workers)
         return max(1, min(room, MAX_CHUNK, by_time, by_window))
 
     async def _pull(self, count: int) -> list[Any]:
@@ -295,8 +301,8 @@ class MapIterator(Generic[T]):
 
     async def _fill(self) -> None:
         """Submit chunks until ``window`` items are outstanding or the input ends."""
-        while not self._exhausted and not self._closed and self.outstanding < self._window:
-            room = self._window - self.outstanding
+        while not self._exhausted and not self._closed and self.outstanding < (limit := self._limit()):
+            room = limit - self.outstanding
             items = await self._pull(self._chunk_size(room))
             if not items:
                 return
@@ -443,7 +449,7 @@ class MapIterator(Generic[T]):
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("exhausted" if self._exhausted else "open")
         mode = "ordered" if self._ordered else "unordered"
-        return f"<MapIterator {state} {mode} outstanding={self.outstanding} window={self._window}>"
+        return f"<MapIterator {state} {mode} outstanding={self.outstanding} window={self._limit()}>"
 
 
 async def _watch(chunk: _Chunk, sink: weakref.ref[MapIterator[Any]]) -> None:

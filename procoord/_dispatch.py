@@ -85,7 +85,7 @@ class Dispatcher:
         payload: Payload = parts[0] if len(parts) == 1 else parts  # type: ignore[assignment]
         if slot is not None and not slot.routable:
             raise _never_ran(slot)
-        if slot is None and not any(s.routable for s in slots.values()):
+        if slot is None and not self._any_routable():
             raise NoWorkersError("every worker has failed; add a worker")
         if future is None:
             future = asyncio.get_running_loop().create_future()
@@ -227,8 +227,14 @@ class Dispatcher:
         if self.on_recycle is not None and self.slots.get(slot.ident) is slot:
             self.on_recycle(slot, reason)
 
+    def _any_routable(self) -> bool:
+        for slot in self.slots.values():  # noqa: SIM110 (no generator per task on the hot path)
+            if slot.routable:
+                return True
+        return False
+
     def _fail_unroutable(self) -> None:
-        if not self._shared or any(s.routable for s in self.slots.values()):
+        if not self._shared or self._any_routable():
             return
         for task in self._shared.drain():
             self.task_finished(task, error=NoWorkersError("no worker left to run the task: all were removed or failed"))
@@ -238,9 +244,12 @@ class Dispatcher:
         from the shared queue as the balancer decides, then from its own queue again.
         A worker's own tasks of a lower priority than the shared queue's next one wait
         for that second turn."""
-        slots = [s for s in self.slots.values() if s.has_room]
-        if not slots:
+        for slot in self.slots.values():
+            if slot.has_room:
+                break
+        else:
             return  # every window is full (the common case while a burst is issued)
+        slots = [s for s in self.slots.values() if s.has_room]
         shared = self._shared
         above = shared.top_priority()
         held = False

@@ -46,7 +46,7 @@ class MapOptions(TypedDict, total=False):
     """Keyword arguments of ``map`` besides ``return_exceptions``."""
 
     ordered: bool
-    window: int
+    window: int | None
     progress: bool | Mapping[str, Any]
     timeout: float | None
     retries: int

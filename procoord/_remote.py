@@ -3,6 +3,7 @@ of ``procoord._wire`` become procoord errors."""
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Hashable
 from typing import Any
 
@@ -38,12 +39,15 @@ def unloadable_result(exc: BaseException) -> SerializationError:
     return error
 
 
+_first = operator.itemgetter(0)
+
+
 def batch_outcomes(worker: Hashable, raw: list[tuple[bool | None, Any]]) -> tuple[list[tuple[bool, Any]], int]:
     """A batch's outcomes as (True, result) or (False, exception), and how many failed.
 
     In the record an item is (True, result), (False, error record) when do_work raised,
     or (None, error record) when its result could not be pickled in the worker."""
-    if all(ok is True for ok, _ in raw):  # the common case: nothing to convert
+    if all(map(_first, raw)):  # the common case, every ok True: nothing to convert
         return raw, 0  # type: ignore[return-value]
     outcomes: list[tuple[bool, Any]] = []
     failed = 0
