@@ -29,8 +29,8 @@ the backend interface (``procoord.backends``).
 from __future__ import annotations
 
 import asyncio
+import threading
 import weakref
-from asyncio.events import _get_running_loop as _running_loop
 from collections.abc import AsyncIterable, Callable, Coroutine, Hashable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Literal, Self, Unpack, final, overload
@@ -125,6 +125,7 @@ class Coordinator(Generic[TaskT, ResultT]):
         self._closed = False  # every worker process is gone
         self._close_call: asyncio.Future[None] | None = None  # a close() at work
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0  # the thread running it
         # Whatever happens to this object, its processes go with it.
         self._finalizer = weakref.finalize(self, terminate_all, self._slots, self._dispatch.retiring)
 
@@ -415,7 +416,7 @@ class Coordinator(Generic[TaskT, ResultT]):
         does, so a queued task never runs and a running async ``do_work`` is cancelled in
         its worker. Errors that ``run`` raises are raised when the call is awaited."""
         loop = self._loop
-        if loop is None or _running_loop() is not loop:
+        if loop is None or not self._on_loop():
             # Binds the loop, or reports a wrong loop or thread, when awaited.
             return NotAwaited(self._call(task, prefs, timeout, retries, priority), "coord.call")  # type: ignore[return-value]
         future: CallFuture[tuple[ResultT, Hashable]] = CallFuture(loop)
@@ -582,9 +583,17 @@ class Coordinator(Generic[TaskT, ResultT]):
     def _check_loop(self) -> None:
         """Bind the coordinator to the running event loop on first use; refuse any other."""
         self._loop = bound_loop(self._loop, "Coordinator")
+        self._loop_thread = threading.get_ident()
+
+    def _on_loop(self) -> bool:
+        """Whether this runs on the coordinator's loop: its thread, while it runs (only
+        one loop runs in a thread at a time). Unlike asyncio.get_running_loop, no
+        system call."""
+        loop = self._loop
+        return loop is not None and threading.get_ident() == self._loop_thread and loop.is_running()
 
     def _check_open(self) -> None:
-        if self._loop is None or _running_loop() is not self._loop:
+        if not self._on_loop():
             self._check_loop()
         if self._closing:
             raise CoordinatorClosedError("the coordinator is closed; create a new one")
