@@ -262,13 +262,11 @@ async def test_local_and_ray_workers_in_one_coordinator() -> None:
 
 @pytest.mark.usefixtures("ray_session")
 def test_ray_backend_rejects_options_it_cannot_honour() -> None:
-    """Test that Ray restarting the actor itself, or a concurrency of 1, is refused."""
+    """Test that Ray restarting the actor itself is refused."""
     from procoord.backends import RayBackend
 
     with pytest.raises(ValueError, match="max_restarts"):
         RayBackend(max_restarts=3)
-    with pytest.raises(ValueError, match="max_concurrency"):
-        RayBackend(max_concurrency=1)
     assert "num_cpus=1" in repr(RayBackend(num_cpus=1))
 
 

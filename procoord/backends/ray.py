@@ -12,6 +12,7 @@ future. ``ray`` itself is imported only when a :class:`RayBackend` is created.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
@@ -19,10 +20,10 @@ from typing import Any
 from .. import _remote, _wire
 from .._wire import Kind
 from .._worker.protocol import DEFAULT_SAMPLE_INTERVAL_S
-from .._worker.ray_actor import ProcoordWorker
+from .._worker.ray_actor import REPLY, SEQ, ProcoordWorker
 from ..errors import WorkerStartError
 from ..processor import ProcessorSpec
-from ._base import ChannelHandler, Frame
+from ._base import ChannelHandler
 
 __all__ = ("RayBackend", "RayChannel")
 
@@ -33,6 +34,17 @@ logger = logging.getLogger("procoord")
 # the user's modules and building the processor.
 DEFAULT_READY_TIMEOUT_S = 120.0
 
+
+# The actor's concurrency groups: pushes (at most one waits for a result at a time; the
+# others return at once) and the long poll.
+PUSH_GROUP = "procoord_push"
+POLL_GROUP = "procoord_poll"
+CONCURRENCY_GROUPS = {PUSH_GROUP: 4, POLL_GROUP: 1}
+
+# Where the kind of the first frame sent is (after the SEQ number and the header's
+# payload length), and the kinds a call may wait on.
+_KIND_AT = SEQ.size + 4
+_TASK_KINDS = frozenset({Kind.TASK, Kind.STREAM})
 
 INSTALL_HINT = "python -m pip install 'procoord[ray]'"
 
@@ -65,7 +77,7 @@ class RayBackend:
     Raises:
         ImportError: ray is not installed (``pip install 'procoord[ray]'``).
         ValueError: an actor option procoord cannot honour (Ray restarting the actor
-            itself, or a concurrency below 2).
+            itself).
     """
 
     name = "ray"
@@ -86,11 +98,6 @@ class RayBackend:
                 "max_restarts must be 0: procoord restarts a lost worker itself (see the restart "
                 "arguments of Coordinator and add_worker)"
             )
-        if actor_options.get("max_concurrency", 2) < 2:
-            raise ValueError(
-                "max_concurrency must be at least 2: the actor takes CANCEL and STOP while a task "
-                "runs (tasks still run one at a time)"
-            )
         self.address = address
         self.ready_timeout = ready_timeout
         self.sample_interval = sample_interval
@@ -108,15 +115,20 @@ class RayBackend:
             # takes; call ray.init yourself beforehand to choose when.
             ray.init(address=self.address)
         if self._actor_class is None:
-            self._actor_class = ray.remote(ProcoordWorker)
-        return self._actor_class.options(**self.actor_options) if self.actor_options else self._actor_class
+            self._actor_class = ray.remote(concurrency_groups=CONCURRENCY_GROUPS)(ProcoordWorker)
+        if not self.actor_options:
+            return self._actor_class
+        options = dict(self.actor_options)
+        if "concurrency_groups" in options:  # the user's groups, and procoord's own
+            options["concurrency_groups"] = {**options["concurrency_groups"], **CONCURRENCY_GROUPS}
+        return self._actor_class.options(**options)
 
     async def start(self, ident: Hashable, spec: ProcessorSpec, handler: ChannelHandler) -> RayChannel:
         """Create the actor and return once its processor is built."""
         ray = self._ray
         actor = self._connect().remote(spec, self.sample_interval)
         try:
-            frames: list[Frame] = await asyncio.wait_for(_wait(actor.start.remote()), self.ready_timeout)
+            reply: bytes = await asyncio.wait_for(_wait(actor.start.remote()), self.ready_timeout)
         except TimeoutError:
             _kill(ray, actor)
             raise WorkerStartError(
@@ -130,6 +142,8 @@ class RayBackend:
         except BaseException:
             _kill(ray, actor)
             raise
+        first, _ended, _exitcode = REPLY.unpack_from(reply)
+        frames = _wire.FrameReader().feed(reply[REPLY.size :])
         pid: int | None = None
         is_async = False
         for received in frames:
@@ -141,26 +155,41 @@ class RayBackend:
         if pid is None:
             _kill(ray, actor)
             raise WorkerStartError(ident, "the Ray actor ended without reporting ready")
-        channel = RayChannel(ray, actor, pid, is_async, handler)
-        loads = [received for received in frames if received[0] == Kind.LOAD]
-        if loads:  # the first sample, sent with READY
-            handler.frames_received(loads)
+        channel = RayChannel(ray, actor, pid, is_async, handler, first)
+        rest = [received for received in frames if received[0] != Kind.READY]
+        if rest:  # the first load sample, sent with READY (and logs from the build)
+            handler.frames_received(rest)
         return channel
 
 
 class RayChannel:
-    """The parent's end of one worker actor."""
+    """The parent's end of one worker actor.
 
-    def __init__(self, ray: Any, actor: Any, pid: int, is_async: bool, handler: ChannelHandler) -> None:
+    Frames carrying tasks, while no call waits for a result, go by ``call``: it returns
+    at the worker's next result, bringing it (and every frame before it) back in its
+    reply, one actor call for a task's round trip. Other frames go by ``push``, which
+    returns nothing. Frames no call waits for (load samples, stream parts, logs) come
+    back through one long ``poll`` kept pending. Every reply carrying frames is
+    numbered by the actor; they are handed on in that order.
+    """
+
+    def __init__(self, ray: Any, actor: Any, pid: int, is_async: bool, handler: ChannelHandler, after: int) -> None:
         self._ray = ray
         self._actor = actor
-        self._push = actor.push.options(num_returns=0)
+        self._push = actor.push.options(num_returns=0, concurrency_group=PUSH_GROUP)
+        self._call = actor.call.options(concurrency_group=PUSH_GROUP)
+        self._poll = actor.poll.options(concurrency_group=POLL_GROUP)
         self._pid = pid
         self._is_async = is_async
         self._handler = handler
         self._seq = 0
         self._lost = False
-        self._poller = asyncio.get_running_loop().create_task(self._poll_forever())
+        self._calling = False  # a call waiting for a result is under way
+        self._reader = _wire.FrameReader()
+        self._next_batch = after + 1
+        self._early: dict[int, bytes] = {}
+        self._loop = asyncio.get_running_loop()
+        self._poller = self._loop.create_task(self._poll_forever())
 
     @property
     def pid(self) -> int | None:
@@ -171,33 +200,85 @@ class RayChannel:
         return self._is_async
 
     async def _poll_forever(self) -> None:
-        ray = self._ray
-        exitcode: int | None = None
         try:
-            while True:
-                frames, ended = await _wait(self._actor.poll.remote())
-                if frames:
-                    self._handler.frames_received(frames)
-                if ended is not None:  # 0 after a STOP; sys.exit's code from do_work
-                    exitcode = ended
-                    break
-        except ray.exceptions.RayActorError:
-            pass
-        except asyncio.CancelledError:  # the loop is going away: no one to tell
-            self._lost = True
-            _kill(ray, self._actor)
+            while not self._lost:
+                reply: bytes = await _wait(self._poll.remote())
+                if not self._batch(reply):  # nothing: the worker's end was told in a call's reply
+                    return
+        except asyncio.CancelledError:  # the loop is going away, or the channel is lost
+            if not self._lost:
+                self._lost = True
+                _kill(self._ray, self._actor)
             raise
-        except Exception:
-            logger.exception("lost the channel to Ray actor (pid %s)", self._pid)
+        except Exception as exc:
+            self._fail(exc)
+
+    def _called(self, future: concurrent.futures.Future[bytes]) -> None:
+        """A call's reply (on Ray's thread): hand it to the loop."""
+        try:
+            self._loop.call_soon_threadsafe(self._answered, future)
+        except RuntimeError:  # the loop is closed
+            pass
+
+    def _answered(self, future: concurrent.futures.Future[bytes]) -> None:
+        self._calling = False
+        try:
+            reply = future.result()
+        except Exception as exc:
+            self._fail(exc)
+            return
+        self._batch(reply)
+
+    def _batch(self, reply: bytes) -> int:
+        """One reply: hand its frames on in the order of the replies' numbers. Returns
+        its number (0: it carried nothing)."""
+        number: int
+        number, ended, exitcode = REPLY.unpack_from(reply)
+        if not number or self._lost:
+            return number
+        if number != self._next_batch:
+            self._early[number] = reply
+            return number
+        while True:
+            self._next_batch += 1
+            frames = self._reader.feed(reply[REPLY.size :])
+            if frames:
+                self._handler.frames_received(frames)
+            if ended:  # 0 after a STOP; sys.exit's code from do_work
+                self._end(exitcode)
+                return number
+            following = self._early.pop(self._next_batch, None)
+            if following is None:
+                return number
+            reply = following
+            _, ended, exitcode = REPLY.unpack_from(reply)
+
+    def _fail(self, exc: Exception) -> None:
+        if self._lost:
+            return
+        if not isinstance(exc, self._ray.exceptions.RayActorError):
+            logger.error("lost the channel to Ray actor (pid %s)", self._pid, exc_info=exc)
+        self._end(None)
+
+    def _end(self, exitcode: int | None) -> None:
+        if self._lost:
+            return
         self._lost = True
-        _kill(ray, self._actor)
+        _kill(self._ray, self._actor)
+        if self._poller is not asyncio.current_task():
+            self._poller.cancel()
         self._handler.channel_lost(exitcode)
 
     def send(self, frames: Sequence[bytes | memoryview]) -> None:
         if self._lost:
             return
         self._seq += 1
-        self._push.remote(self._seq, b"".join(frames))
+        data = b"".join([SEQ.pack(self._seq), *frames])
+        if not self._calling and data[_KIND_AT] in _TASK_KINDS:
+            self._calling = True
+            self._call.remote(data).future().add_done_callback(self._called)
+        else:
+            self._push.remote(data)
 
     def kill(self) -> None:
         _kill(self._ray, self._actor)
