@@ -487,3 +487,16 @@ class StrayWriter(TaskProcessor):
             with worker.write_lock:  # a whole header, not interleaved with a load sample
                 os.write(worker.wfd, HEADER.pack(length, kind, 0, 0.0))
         return what, os.getpid()
+
+
+class Grower(TaskProcessor):
+    """Holds on to memory on "grow", then spins a while (its load samples show it)."""
+
+    def __init__(self) -> None:
+        self.held: list[bytes] = []
+
+    def do_work(self, task: Any) -> Any:
+        if task == "grow":
+            self.held.append(b"x" * (64 << 20))
+            spin(0.3)
+        return task

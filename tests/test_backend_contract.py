@@ -7,6 +7,7 @@ local instance for the whole session (``ray_session`` in conftest).
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import sys
@@ -277,6 +278,69 @@ def test_ray_backend_without_ray_says_what_to_install(monkeypatch: pytest.Monkey
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(ImportError, match=r"pip install 'procoord\[ray\]'"):
         RayBackend()
+
+
+# -- the channel: order and flow -----------------------------------------------------
+
+
+async def test_burst_of_results_and_errors(bcoord: Coordinator) -> None:
+    """Test many tasks issued at once, results and errors mixed: each handle gets its own."""
+    await bcoord.add_worker("w", _funcs.raiser)
+    tasks = ["boom" if i % 7 == 0 else f"ok-{i}" for i in range(400)]
+    outcomes = await asyncio.gather(*(bcoord.run_nowait(t) for t in tasks), return_exceptions=True)
+    for task, outcome in zip(tasks, outcomes, strict=True):
+        if task == "boom":
+            assert isinstance(outcome, TaskProcessError) and isinstance(outcome.__cause__, _funcs.Boom)
+        else:
+            assert outcome == (task, "w")
+    stats = (await bcoord.stats())["w"]
+    assert (stats.completed, stats.failed) == (400 - 58, 58)
+
+
+async def test_load_samples_keep_coming_after_many_tasks(backend: Backend) -> None:
+    """Test that after many tasks the worker's samples still reach stats(): memory it
+    takes shows in rss_bytes by the time the task that took it returns."""
+    fast: Backend = LocalBackend(sample_interval=0.05)
+    if backend.name == "ray":
+        from procoord.backends import RayBackend
+
+        fast = RayBackend(sample_interval=0.05)
+    async with Coordinator(backend=fast) as coord:
+        await coord.add_worker("w", _funcs.Grower())
+        await asyncio.gather(*(coord.run_nowait(i) for i in range(500)))
+        before = (await coord.stats())["w"].rss_bytes
+        assert await coord.call("grow") == ("grow", "w")
+        assert (await coord.stats())["w"].rss_bytes > before + 32 * 2**20
+
+
+async def test_cancel_queued_task_while_one_runs(bcoord: Coordinator, beacons: BeaconFactory) -> None:
+    """Test cancelling a task queued in the worker behind a running one: it is
+    cancelled, the running one's result still arrives, and the worker goes on."""
+    await bcoord.add_worker("w", _funcs.Counter())
+    started, release = beacons(), beacons()
+    running = await bcoord.run(("hold", started.path, release.path))
+    await started.wait()
+    queued = await bcoord.run("queued")
+    assert queued.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await queued
+    await release.signal()
+    async with asyncio.timeout(DEADLOCK_TIMEOUT):
+        assert await running == ("released", "w")
+        assert await bcoord.call("history") == ([("hold", started.path, release.path), "history"], "w")
+
+
+async def test_logs_arrive_before_the_result(bcoord: Coordinator, caplog: pytest.LogCaptureFixture) -> None:
+    """Test that a record logged while the processor is built, and one logged by a task,
+    have reached the parent's logger by the time add_worker and the task return."""
+    caplog.set_level(logging.INFO, logger="procoord.worker")
+    bcoord.register("logging", _funcs.logging_factory)
+    await bcoord.add_worker("w", "logging")
+    messages = [r.getMessage() for r in caplog.records if r.name == "procoord.worker.w"]
+    assert messages == ["loading the model"]
+    for i in range(20):
+        assert await bcoord.call((logging.INFO, f"m{i}")) == (f"m{i}", "w")
+        assert caplog.records[-1].getMessage() == f"said m{i}"
 
 
 # -- streaming ----------------------------------------------------------------------

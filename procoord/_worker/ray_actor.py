@@ -68,6 +68,7 @@ class _Outbox:
         self._batches = 0
         self._exitcode: int | None = None
         self._told_exit = False
+        self._ready = False  # READY or START_FAILED was put
 
     def put(self, kind: int, task_id: int, number: float, payload: bytes) -> None:
         encoded = _wire.header(kind, task_id, number, len(payload))
@@ -87,6 +88,8 @@ class _Outbox:
                         return
                 else:
                     self._others += 1
+                    if kind == Kind.READY or kind == Kind.START_FAILED:
+                        self._ready = True
             self._for_poll.notify()
 
     def finish(self, exitcode: int) -> None:
@@ -139,9 +142,10 @@ class _Outbox:
             return self._take()
 
     def take_first(self) -> bytes:
-        """Wait for the first frame (READY or START_FAILED) or the worker's end."""
+        """Wait for READY or START_FAILED (after the logs of the build), or the worker's
+        end; take every frame."""
         with self._for_poll:
-            while len(self._chunks) == 1 and self._exitcode is None:
+            while not self._ready and self._exitcode is None:
                 self._for_poll.wait()
             return self._take()
 
