@@ -4,9 +4,11 @@ A Ray actor is exactly a procoord worker: one process, one object, one call at a
 time. Each worker is a :class:`~procoord._worker.ray_actor.ProcoordWorker` actor
 running the same worker core as a local process; the parent's end speaks the same
 frames as a pipe would, so routing, stats, restarts, timeouts and errors are those of
-the coordinator, unchanged. Frames go to the actor with ``push`` calls; frames come
-back through one long ``poll`` call kept pending at a time, awaited as an asyncio
-future. ``ray`` itself is imported only when a :class:`RayBackend` is created.
+the coordinator, unchanged. Tasks go to the actor by a ``call`` whose reply brings
+the next result back (one actor call per task's round trip); other frames go by
+``push``, and what no call waits for (load samples, stream parts, logs) comes back by
+a long ``poll`` (see :class:`RayChannel`). ``ray`` itself is imported only when a
+:class:`RayBackend` is created.
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ logger = logging.getLogger("procoord")
 DEFAULT_READY_TIMEOUT_S = 120.0
 
 
-# The actor's concurrency groups: pushes (at most one waits for a result at a time; the
-# others return at once) and the long poll.
+# The actor's concurrency groups (thread pools): pushes and calls (one call at most
+# waits for a result at a time; pushes return at once), and the long poll.
 PUSH_GROUP = "procoord_push"
 POLL_GROUP = "procoord_poll"
 CONCURRENCY_GROUPS = {PUSH_GROUP: 4, POLL_GROUP: 1}
