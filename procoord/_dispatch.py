@@ -118,6 +118,7 @@ class Dispatcher:
         elif not slot.unqueue(task):
             return False
         task.resolve(None, error)
+        task.payload = b""  # never written: its buffers (in shared memory, maybe) go now
         self.ledger.task_left()
         return True
 
@@ -191,6 +192,7 @@ class Dispatcher:
     def task_finished(self, task: Task, result: Any = None, error: BaseException | None = None) -> None:
         """A task left the system: resolve it (unless cancelled) and count it."""
         task.resolve(result, error)
+        task.payload = b""  # its buffers (in shared memory, maybe) go now
         self.ledger.task_left()
 
     def reroute(self, tasks: Sequence[Task], lost: WorkerSlot) -> None:

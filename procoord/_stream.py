@@ -126,7 +126,7 @@ class StreamIterator(AsyncIterator[T]):
             await self._wait(task)
         payload = parts.popleft()
         queue.taken += 1
-        queue.taken_bytes += len(payload) if isinstance(payload, bytes) else memoryview(payload).nbytes
+        queue.taken_bytes += _wire.payload_size(payload)
         if (queue.taken >= CREDIT_BATCH or queue.taken_bytes >= CREDIT_BATCH_BYTES) and not task.done():
             task.slot.send_credit(task, queue.taken)
             queue.taken = queue.taken_bytes = 0

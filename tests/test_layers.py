@@ -11,9 +11,9 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "procoord"
 
-WORKER_SIDE = {"_typing", "_wire", "errors", "processor"}
-"""What the code that runs in a worker process may import (plus itself): the wire, the
-errors, the processor spec and its type variables."""
+WORKER_SIDE = {"_typing", "_wire", "_wire.payload", "errors", "processor"}
+"""What the code that runs in a worker process may import (plus itself): the wire (with
+its payloads), the errors, the processor spec and its type variables."""
 
 ANY_MODULE = {"*"}
 
@@ -42,7 +42,16 @@ RULES: dict[str, set[str]] = {
     "backends._pipe": set(),
     "backends._seed": {"_worker"},
     "backends._launcher": {"_worker", "backends._seed", "errors"},
-    "backends._channel": {"_remote", "_wire", "errors", "backends._base", "backends._launcher", "backends._pipe"},
+    "backends._shm": {"_wire", "_worker"},
+    "backends._channel": {
+        "_remote",
+        "_wire",
+        "errors",
+        "backends._base",
+        "backends._launcher",
+        "backends._pipe",
+        "backends._shm",
+    },
     "backends.local": {
         "_worker",
         "errors",
@@ -50,6 +59,7 @@ RULES: dict[str, set[str]] = {
         "backends._base",
         "backends._channel",
         "backends._launcher",
+        "backends._shm",
     },
     "backends.inline": {"_remote", "_wire", "_worker", "errors", "processor", "backends._base"},
     "backends.ray": {"_remote", "_wire", "_worker", "errors", "processor", "backends._base"},

@@ -94,10 +94,28 @@ def test_out_of_band_buffers_round_trip() -> None:
 
     big = Blob(bytearray(range(256)) * 4096)
     parts = dumps_parts({"blob": big, "n": 1}, "task")
-    assert len(parts) == 2 and isinstance(parts[1], memoryview) and parts[1].nbytes == 2**20
+    # head, pickle stream, the buffer
+    assert len(parts) == 3 and isinstance(parts[2], memoryview) and parts[2].nbytes == 2**20
     assert load_payload(b"".join(parts)) == {"blob": big, "n": 1}
     assert len(dumps_parts(Blob(bytearray(b"small")), "task")) == 1
     assert load_payload(b"".join(dumps_parts(b"x" * 2**20, "task"))) == b"x" * 2**20
+
+
+def test_large_bytes_go_out_of_band_and_come_back_as_they_were() -> None:
+    """Test that large bytes and bytearray objects (at the top, or in a tuple, list or
+    dict) travel after the pickle stream and unpickle as bytes and bytearray again,
+    while small ones and deeper ones stay in the stream."""
+    from procoord._wire import dumps_parts, load_payload
+
+    big, array = bytes(range(256)) * 2048, bytearray(b"y" * 2**19)
+    for value in (big, array, (1, big), [array, "x"], {"k": (big, array)}):
+        parts = dumps_parts(value, "task", snapshot=True)
+        assert len(parts) > 2 and sum(len(p) for p in parts[2:]) >= 2**19
+        back = load_payload(b"".join(parts))
+        assert back == value and type(back) is type(value)
+    assert len(dumps_parts(b"x" * 1000, "task")) == 1
+    deep = [[[big]]]
+    assert len(dumps_parts(deep, "task")) == 1 and load_payload(dumps_parts(deep, "task")[0]) == deep
 
 
 def test_each_record_decodes_what_its_encoder_wrote() -> None:

@@ -54,6 +54,9 @@ class WorkerCore:
         self.stream_credit: dict[int, int] = {}  # queued STREAM tasks: their first credit
         self.streaming: stream.PartSender | None = None
 
+    shares_memory = False
+    """Whether big buffers come and go through shared memory (said in READY)."""
+
     def send(self, kind: Kind, task_id: int = 0, number: float = 0.0, payload: bytes = b"") -> None:
         """Send one frame to the parent (from any thread)."""
         raise NotImplementedError
@@ -114,7 +117,7 @@ class WorkerCore:
             self.send(*_wire.start_failed_frame(exc))
             return
         self.before_ready()
-        self.send(*_wire.ready_frame(os.getpid(), is_async))
+        self.send(*_wire.ready_frame(os.getpid(), is_async, self.shares_memory))
         self.started()
         await self._run_tasks(do_work, is_async)
 

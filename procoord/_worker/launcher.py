@@ -196,7 +196,7 @@ class _Launcher:
         except OSError:
             pass
         try:
-            pipe.worker_main(rfd, wfd, setup.spec, setup.sample_interval_s)
+            pipe.worker_main(rfd, wfd, setup.spec, setup.sample_interval_s, setup.shared)
             code = 0
         except SystemExit as exc:  # outside do_work (which fails only its task)
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)

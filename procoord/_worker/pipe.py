@@ -22,6 +22,7 @@ from .._wire import Kind
 from ..processor import ProcessorSpec
 from . import sampler, tree
 from .core import WorkerCore
+from .shm import SharedSetup, WorkerShared
 
 __all__ = ("PipeWorker", "worker_main")
 
@@ -29,9 +30,12 @@ __all__ = ("PipeWorker", "worker_main")
 CHILDREN_GRACE_S = 1.0
 
 
-def worker_main(rfd: int, wfd: int, spec: ProcessorSpec, sample_interval_s: float) -> None:
-    """Run a worker on these pipe ends until the parent stops it or goes away."""
-    worker = PipeWorker(rfd, wfd, sample_interval_s)
+def worker_main(
+    rfd: int, wfd: int, spec: ProcessorSpec, sample_interval_s: float, shared: SharedSetup | None = None
+) -> None:
+    """Run a worker on these pipe ends until the parent stops it or goes away; big
+    buffers go through the shared memory of ``shared`` when it can be mapped."""
+    worker = PipeWorker(rfd, wfd, sample_interval_s, WorkerShared.open(shared))
     threading.Thread(target=worker.watch, name="procoord-sampler", daemon=True).start()
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
@@ -46,10 +50,13 @@ def _parent_gone() -> None:
 
 
 class PipeWorker(WorkerCore):
-    """A worker process's core, with frames over a pair of pipes."""
+    """A worker process's core, with frames over a pair of pipes (and big buffers in
+    shared memory, with ``shared``)."""
 
-    def __init__(self, rfd: int, wfd: int, sample_interval_s: float) -> None:
+    def __init__(self, rfd: int, wfd: int, sample_interval_s: float, shared: WorkerShared | None = None) -> None:
         super().__init__()
+        self.shared = shared
+        self.shares_memory = shared is not None
         self.rfd = rfd
         self.wfd = wfd
         self.sample_interval_s = sample_interval_s
@@ -73,7 +80,10 @@ class PipeWorker(WorkerCore):
                 _parent_gone()  # nobody to report to
 
     def send_parts(self, kind: Kind, task_id: int, number: float, parts: list[bytes | memoryview]) -> None:
-        """Write one frame from its parts, each buffer as it is (no joining copy)."""
+        """Write one frame from its parts, each buffer as it is (no joining copy), or
+        in shared memory."""
+        if self.shared is not None:
+            parts = self.shared.place(parts)
         header = _wire.header(kind, task_id, number, _wire.parts_size(parts))
         with self.write_lock:
             try:
@@ -111,6 +121,8 @@ class PipeWorker(WorkerCore):
             asyncio.get_running_loop().remove_reader(self.rfd)
             self.end_input()
             return
+        if self.shared is not None and frames:
+            frames = self.shared.receive(frames)
         self.handle_frames(frames)
 
     # -- sampler thread -------------------------------------------------------------

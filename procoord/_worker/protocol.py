@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from ..processor import ProcessorSpec
+from .shm import SharedSetup
 
 __all__ = (
     "DEFAULT_SAMPLE_INTERVAL_S",
@@ -154,6 +155,7 @@ class WorkerSetup:
     ``environ`` is the whole environment the worker runs with (the parent's
     ``os.environ`` when ``add_worker`` was called, with the worker's overrides);
     ``sys_path`` and ``cwd`` are the parent's, so the user's modules resolve the same.
+    ``shared`` is the shared memory offered for big buffers (None: none).
     """
 
     spec: ProcessorSpec
@@ -161,6 +163,7 @@ class WorkerSetup:
     sys_path: list[str]
     cwd: str
     sample_interval_s: float
+    shared: SharedSetup | None = None
 
 
 def encode_setup(setup: WorkerSetup) -> bytes:

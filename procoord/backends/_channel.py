@@ -19,6 +19,7 @@ from ..errors import WorkerStartError, describe_exit
 from ._base import ChannelHandler
 from ._launcher import Launcher, pidfd_open
 from ._pipe import PipeWriter
+from ._shm import ChannelShared
 
 __all__ = ("LocalChannel",)
 
@@ -47,8 +48,10 @@ class LocalChannel:
     process's pidfd alone (exit status unknown).
     """
 
-    def __init__(self, launcher: Launcher, write_fd: int, read_fd: int) -> None:
+    def __init__(self, launcher: Launcher, write_fd: int, read_fd: int, shared: ChannelShared | None = None) -> None:
         self._launcher = launcher
+        self._shared = shared  # big buffers through shared memory, once the worker says it mapped it
+        self._shares = False
         self._owner = os.getpid()  # a fork of this process must not stop our worker
         self._write_fd = write_fd
         self._read_fd = read_fd
@@ -156,6 +159,9 @@ class LocalChannel:
                 return
             if received[0] == Kind.READY:
                 pid, self._is_async = _wire.read_ready(received)
+                self._shares = self._shared is not None and _wire.read_ready_shares_memory(received)
+                if not self._shares:
+                    self._release_shared()
                 self._set_pid(pid)
                 self._ready.set_result(None)
             elif received[0] == Kind.LOG:  # logged while the processor was built: keep it for the slot
@@ -177,6 +183,8 @@ class LocalChannel:
             self._on_eof()
             return
         if frames:
+            if self._shares:
+                frames = self._shared.results.receive(frames)  # type: ignore[union-attr]
             self._deliver(frames)
         if self._frames.corrupt is not None and self._reading:
             self._stop_reading()  # nothing more it sends can be understood
@@ -299,6 +307,7 @@ class LocalChannel:
             self._writer.abort()
         self._stop_reading()
         self._close_pidfd()
+        self._release_shared()
         if not self._ready.done():
             self._ready.set_exception(_DiedAtStart(self._exitcode))
             self._ready.exception()
@@ -309,6 +318,8 @@ class LocalChannel:
 
     def send(self, frames: Sequence[bytes | memoryview]) -> None:
         if not self._lost and self._writer is not None:
+            if self._shares:
+                frames = self._shared.send(frames)  # type: ignore[union-attr]
             self._writer.write(frames)
 
     def kill(self) -> None:
@@ -359,8 +370,15 @@ class LocalChannel:
                 self._loop.remove_reader(self._read_fd)
             os.close(self._read_fd)
         self._close_pidfd()
+        self._release_shared()
         if self._pid is not None:
             self._launcher.unwatch(self._pid)
+
+    def _release_shared(self) -> None:
+        shared, self._shared = self._shared, None
+        self._shares = False
+        if shared is not None:
+            shared.close()
 
     def __repr__(self) -> str:
         return f"<LocalChannel pid={self._pid} lost={self._lost}>"

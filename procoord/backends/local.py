@@ -22,6 +22,7 @@ from ..processor import ProcessorSpec
 from ._base import ChannelHandler
 from ._channel import LocalChannel
 from ._launcher import Launcher, SpawnError, open_launcher
+from ._shm import ChannelShared
 
 __all__ = ("LocalBackend", "LocalChannel")
 
@@ -145,7 +146,8 @@ class LocalBackend:
         p2c_r, p2c_w, c2p_r, c2p_w = fds
         for fd in (p2c_w, c2p_w):
             _grow_pipe(fd)
-        channel = LocalChannel(launcher, p2c_w, c2p_r)
+        shared = ChannelShared.open()
+        channel = LocalChannel(launcher, p2c_w, c2p_r, shared)
         try:
             try:
                 spawned = launcher.spawn(p2c_r, c2p_w, f"procoord {ident}", _title(ident))
@@ -154,7 +156,7 @@ class LocalBackend:
                 os.close(p2c_r)
                 os.close(c2p_w)
             channel.open()
-            channel.send([protocol.encode_setup(_setup(spec, self.sample_interval))])
+            channel.send([protocol.encode_setup(_setup(spec, self.sample_interval, shared))])
             channel.follow(spawned)
             await channel.wait_ready(ident, self.ready_timeout)
         except SpawnError as exc:
@@ -174,12 +176,14 @@ def _title(ident: Hashable) -> str:
     return f"procoord worker {ident} (coordinator pid {os.getpid()})"
 
 
-def _setup(spec: ProcessorSpec, sample_interval_s: float) -> protocol.WorkerSetup:
+def _setup(spec: ProcessorSpec, sample_interval_s: float, shared: ChannelShared | None) -> protocol.WorkerSetup:
     try:
         cwd = os.getcwd()
     except OSError:  # the parent's directory was removed: the worker keeps the launcher's
         cwd = ""
-    return protocol.WorkerSetup(spec, spec.environment(), list(sys.path), cwd, sample_interval_s)
+    return protocol.WorkerSetup(
+        spec, spec.environment(), list(sys.path), cwd, sample_interval_s, None if shared is None else shared.setup
+    )
 
 
 def _grow_pipe(fd: int) -> None:

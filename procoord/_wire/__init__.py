@@ -3,7 +3,8 @@
 A frame is a fixed header (payload length, kind, task id, a float) and a payload of
 pickled bytes. Tasks and results are pickled with plain pickle when it can do the job
 (importable functions, plain data: several times faster), else with cloudpickle
-(lambdas, closures, classes defined in ``__main__``).
+(lambdas, closures, classes defined in ``__main__``); their large buffers travel out of
+band, after the pickle stream or in shared memory (:mod:`procoord._wire.payload`).
 """
 
 from __future__ import annotations
@@ -17,21 +18,23 @@ from collections.abc import Sequence
 from enum import IntEnum
 from typing import Any, NamedTuple
 
-import cloudpickle
+from ..errors import SerializationError
+from . import payload
 
-from .errors import SerializationError
+# The payloads of tasks, results and parts (procoord._wire.payload).
+MAX_PAYLOAD = payload.MAX_PAYLOAD
+PROTOCOL = payload.PROTOCOL
+Received = payload.Received
+dumps = payload.dumps
+dumps_parts = payload.dumps_parts
+load_payload = payload.load_payload
+loads = payload.loads
+parts_size = payload.parts_size
+payload_size = payload.payload_size
 
 HEADER = struct.Struct("<IBQd")
 """payload length, kind, task id, a number (run time in seconds, or unused)."""
 HEADER_SIZE = HEADER.size
-MAX_PAYLOAD = 2**32 - 1
-PROTOCOL = 5
-
-# A payload starting with this holds a pickle stream and out-of-band buffers (no pickle
-# stream starts with a zero byte). Buffers smaller than OOB_MIN_BYTES stay in the stream:
-# below that the copy is cheaper than the bookkeeping.
-OOB_MAGIC = b"\x00OOB"
-OOB_MIN_BYTES = 64 * 1024
 
 
 class Kind(IntEnum):
@@ -114,22 +117,23 @@ def frame_parts(kind: Kind, task_id: int, number: float, payload: bytes | Parts)
     return [HEADER.pack(parts_size(payload), kind, task_id, number), *payload]
 
 
-def parts_size(parts: Parts) -> int:
-    """The size in bytes of a payload given in parts."""
-    return sum(len(p) if isinstance(p, bytes) else p.nbytes for p in parts)
-
-
 # -- records that are not pickled tasks or results ------------------------------------
 
 
-def ready_frame(pid: int, is_async: bool) -> OutFrame:
-    """READY: the processor is built; the worker's pid and whether do_work is async."""
-    return (Kind.READY, pid, 1.0 if is_async else 0.0, b"")
+def ready_frame(pid: int, is_async: bool, shares_memory: bool = False) -> OutFrame:
+    """READY: the processor is built; the worker's pid, whether do_work is async, and
+    whether it has mapped the shared memory it was offered."""
+    return (Kind.READY, pid, 1.0 if is_async else 0.0, b"shared" if shares_memory else b"")
 
 
 def read_ready(received: Frame) -> tuple[int, bool]:
     """The (pid, is_async) of a READY frame."""
     return received[1], received[2] != 0.0
+
+
+def read_ready_shares_memory(received: Frame) -> bool:
+    """Whether the worker of a READY frame reads and writes big buffers in shared memory."""
+    return received[3] == b"shared"
 
 
 def load_frame(rss_bytes: int, cpu_percent: float) -> OutFrame:
@@ -279,89 +283,6 @@ def unpack_error(payload: bytes) -> ErrorRecord:
     """The error record of an ERROR, BAD_TASK or BAD_RESULT payload."""
     exc_bytes, text, summary = pickle.loads(payload)
     return ErrorRecord(exc_bytes, text, summary)
-
-
-def dumps(obj: Any, what: str) -> bytes:
-    """Pickle ``obj`` for the other side; raise SerializationError naming ``what``."""
-    return _checked(_pickle(obj, what, None), what)
-
-
-def dumps_parts(obj: Any, what: str, *, snapshot: bool = False) -> list[bytes | memoryview]:
-    """Pickle ``obj`` with protocol 5 out-of-band buffers: large contiguous buffers
-    (numpy arrays, PickleBuffer) are not copied into the pickle stream but sent as they
-    are, after it. Returns the parts of one payload, in order.
-
-    With ``snapshot=True`` each buffer is copied once, now: the payload then no longer
-    sees changes the caller makes to the object afterwards (a task may wait in the
-    parent before it is written), as with ordinary pickling.
-    """
-    buffers: list[bytes | memoryview] = []
-
-    def out_of_band(buffer: pickle.PickleBuffer) -> bool:
-        try:
-            raw = buffer.raw()
-        except BufferError:  # not contiguous: in the stream
-            return True
-        if raw.nbytes < OOB_MIN_BYTES:
-            return True
-        buffers.append(raw.tobytes() if snapshot else raw)
-        return False
-
-    data = _pickle(obj, what, out_of_band)
-    if not buffers:
-        return [_checked(data, what)]
-    lengths = [len(data), *(len(b) if isinstance(b, bytes) else b.nbytes for b in buffers)]
-    head = OOB_MAGIC + struct.pack(f"<I{len(lengths)}Q", len(buffers), *lengths)
-    parts: list[bytes | memoryview] = [head + data, *buffers]
-    if sum(len(p) if isinstance(p, bytes) else p.nbytes for p in parts) > MAX_PAYLOAD:
-        raise SerializationError(what, f"over the {MAX_PAYLOAD}-byte frame limit")
-    return parts
-
-
-def _pickle(obj: Any, what: str, buffer_callback: Any) -> bytes:
-    try:
-        data = pickle.dumps(obj, PROTOCOL, buffer_callback=buffer_callback)
-        # A reference to __main__ would not resolve in the worker: pickle by value instead.
-        if b"__main__" not in data:
-            return data
-    except Exception:
-        pass
-    try:
-        return cloudpickle.dumps(obj, PROTOCOL, buffer_callback=buffer_callback)  # type: ignore[no-any-return]
-    except Exception as exc:
-        raise SerializationError(what, f"{type(exc).__name__}: {exc}") from exc
-
-
-def _checked(data: bytes, what: str) -> bytes:
-    if len(data) > MAX_PAYLOAD:
-        raise SerializationError(what, f"{len(data)} bytes pickled is over the {MAX_PAYLOAD}-byte frame limit")
-    return data
-
-
-def loads(data: bytes | bytearray | memoryview, what: str) -> Any:
-    """Unpickle bytes from the other side; raise SerializationError naming ``what``."""
-    try:
-        return load_payload(data)
-    except Exception as exc:
-        raise SerializationError(what, f"{type(exc).__name__}: {exc}") from exc
-
-
-def load_payload(data: bytes | bytearray | memoryview) -> Any:
-    """Unpickle a payload made by ``dumps`` or ``dumps_parts``. Out-of-band buffers are
-    read in place: an array rebuilt from one shares the received frame's memory."""
-    if data[:4] != OOB_MAGIC:
-        return pickle.loads(data)
-    view = memoryview(data)
-    (count,) = struct.unpack_from("<I", view, 4)
-    lengths = struct.unpack_from(f"<{count + 1}Q", view, 8)
-    pos = 8 + 8 * (count + 1)
-    stream = view[pos : pos + lengths[0]]
-    pos += lengths[0]
-    buffers = []
-    for length in lengths[1:]:
-        buffers.append(view[pos : pos + length])
-        pos += length
-    return pickle.loads(stream, buffers=buffers)
 
 
 # Reads from a pipe: small enough to stay below malloc's mmap threshold (a fresh 256 KiB
