@@ -270,6 +270,6 @@ async def test_a_sigkilled_parent_leaves_no_shared_memory(tmp_path: Path) -> Non
     worker = psutil.Process(int(await asyncio.wait_for(proc.stdout.readline(), DEADLOCK_TIMEOUT)))
     proc.send_signal(signal.SIGKILL)
     await proc.wait()
-    gone, alive = psutil.wait_procs([worker], timeout=DEADLOCK_TIMEOUT)
+    _, alive = psutil.wait_procs([worker], timeout=DEADLOCK_TIMEOUT)
     assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
     assert set(os.listdir("/dev/shm")) <= before
