@@ -11,7 +11,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "procoord"
 
-WORKER_SIDE = {"_typing", "_wire", "_wire.payload", "errors", "processor"}
+WORKER_SIDE = {"_typing", "_wire", "_wire.memory", "_wire.payload", "errors", "processor"}
 """What the code that runs in a worker process may import (plus itself): the wire (with
 its payloads), the errors, the processor spec and its type variables."""
 

@@ -15,7 +15,6 @@ the transport's job (``procoord.backends._shm``, ``procoord._worker.shm``), with
 from __future__ import annotations
 
 import io
-import mmap
 import pickle
 import struct
 from collections.abc import Callable, Sequence
@@ -24,6 +23,7 @@ from typing import Any
 import cloudpickle
 
 from ..errors import SerializationError
+from .memory import receive_pool
 
 __all__ = (
     "MAX_PAYLOAD",
@@ -64,9 +64,9 @@ IN_FRAME, IN_FRAME_AND_SHARED, SHARED = 0, 1, 2
 # What a buffer is rebuilt as: a protocol-5 buffer, bytes, a bytearray.
 BUFFER, BYTES, BYTEARRAY = 0, 1, 2
 
-# Copies out of shared memory this large go to fresh memory that may use huge pages
-# (far fewer page faults than malloc's 4 KiB pages); smaller ones to a bytearray.
-HUGE_COPY_BYTES = 4 << 20
+# Copies out of shared memory this large go to the process's receive pool (warm memory
+# reused: procoord._wire.memory); smaller ones to a bytearray.
+POOL_COPY_BYTES = 4 << 20
 
 Desc = tuple[int, int, int, int, int]
 """One buffer of a payload: (where, kind, arena generation, length, offset)."""
@@ -351,7 +351,10 @@ def has_shared(payload: bytes | bytearray | memoryview) -> bool:
     """Whether a received payload has buffers in shared memory."""
     if payload[:4] != MAGIC:
         return False
-    _, descs, _ = read_head(payload)
+    try:
+        _, descs, _ = read_head(payload)
+    except struct.error:  # cut short: it fails to unpickle, where it is read
+        return False
     return any(d[0] == SHARED for d in descs)
 
 
@@ -362,13 +365,9 @@ def copy_out(view: memoryview, kind: int) -> Any:
         return bytes(view)
     if kind == BYTEARRAY:
         return bytearray(view)
-    if view.nbytes < HUGE_COPY_BYTES:
-        return memoryview(bytearray(view))
-    fresh = mmap.mmap(-1, view.nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    if hasattr(mmap, "MADV_HUGEPAGE"):
-        try:
-            fresh.madvise(mmap.MADV_HUGEPAGE)
-        except OSError:
-            pass
-    fresh[:] = view
-    return memoryview(fresh)
+    if view.nbytes >= POOL_COPY_BYTES:
+        pool = receive_pool()
+        copied = None if pool is None else pool.copy(view)
+        if copied is not None:
+            return copied
+    return memoryview(bytearray(view))

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 
 from .. import _wire
 from .._wire import HEADER, HEADER_SIZE, Kind, payload
+from .._wire.memory import FirstFit
 from .._worker.shm import RESULT_CONTROL_BYTES, SharedSetup
 
 __all__ = (
@@ -101,18 +102,11 @@ class TaskArena:
         self.path = f"/proc/{self.owner}/fd/{fd}"
         self._map = mmap.mmap(fd, size)
         self._view = memoryview(self._map)
-        self._free: list[tuple[int, int]] = [(0, size)]  # (offset, size), in offset order
+        self._fit = FirstFit(size)
         self._freed: deque[tuple[int, int]] = deque()  # released by _Block.__del__, any thread
         self._lock = threading.Lock()
         self.blocks = 0
         self.channels = 0
-
-    @property
-    def used(self) -> int:
-        """Bytes allocated now (freed blocks counted once they are taken back)."""
-        with self._lock:
-            self._take_freed()
-            return self.size - sum(size for _, size in self._free)
 
     def place(self, data: bytes | memoryview) -> tuple[memoryview, int, int, object] | None:
         """Copy a task's buffer in (the :data:`procoord._wire.payload.SharedSink`)."""
@@ -122,7 +116,7 @@ class TaskArena:
             if self.fd is None or os.getpid() != self.owner:
                 return None
             self._take_freed()
-            offset = self._alloc(size)
+            offset = self._fit.alloc(size)
             if offset is None:
                 return None
             self.blocks += 1
@@ -130,21 +124,14 @@ class TaskArena:
         view[:] = data
         return view, self.generation, offset, _Block(self, offset, size)
 
-    def _alloc(self, size: int) -> int | None:
-        free = self._free
-        for i, (offset, room) in enumerate(free):
-            if room >= size:
-                if room == size:
-                    del free[i]
-                else:
-                    free[i] = (offset + size, room - size)
-                return offset
-        return None
-
     def release(self, offset: int, size: int) -> None:
         """Free a block (from any thread, also from a finalizer: never waits)."""
         self._freed.append((offset, size))
-        if self._lock.acquire(blocking=False):
+        self._settle()
+
+    def _settle(self) -> None:
+        """Take back freed blocks unless another thread holds the lock (it then does)."""
+        while self._freed and self._lock.acquire(blocking=False):
             try:
                 self._take_freed()
                 self._maybe_close()
@@ -156,26 +143,7 @@ class TaskArena:
         while freed:
             offset, size = freed.popleft()
             self.blocks -= 1
-            self._insert(offset, size)
-
-    def _insert(self, offset: int, size: int) -> None:
-        free = self._free
-        lo, hi = 0, len(free)
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if free[mid][0] < offset:
-                lo = mid + 1
-            else:
-                hi = mid
-        if lo < len(free) and offset + size == free[lo][0]:
-            size += free[lo][1]
-            del free[lo]
-        if lo > 0 and free[lo - 1][0] + free[lo - 1][1] == offset:
-            offset = free[lo - 1][0]
-            size += free[lo - 1][1]
-            del free[lo - 1]
-            lo -= 1
-        free.insert(lo, (offset, size))
+            self._fit.free(offset, size)
 
     def attach(self) -> None:
         with self._lock:
@@ -186,19 +154,18 @@ class TaskArena:
             self.channels -= 1
             self._take_freed()
             self._maybe_close()
+        self._settle()
 
     def _maybe_close(self) -> None:
-        """With the lock held: close once nothing uses the arena."""
-        global _arena
+        """With the lock held: close once nothing uses the arena (the next local worker
+        makes a new one)."""
         if self.channels or self.blocks or self.fd is None:
             return
         fd, self.fd = self.fd, None
         if os.getpid() == self.owner:
             os.close(fd)
-        with _arena_lock:
-            if _arena is self:
-                _arena = None
-                payload.shared_sink = None
+        if payload.shared_sink == self.place:
+            payload.shared_sink = None
         # The mapping goes with the last view of a block (none is left in use).
         self._view.release()
         try:
@@ -296,7 +263,11 @@ class ResultArena:
         """The frames with their results' buffers copied out of the arena, whose space
         goes back to the worker at once."""
         out = frames
-        for i, (kind, task_id, number, body) in enumerate(frames):
+        magic = payload.MAGIC
+        for i, received in enumerate(frames):
+            if received[3][:4] != magic:  # the common case: no buffer out of band
+                continue
+            kind, task_id, number, body = received
             if (kind == Kind.RESULT or kind == Kind.PART) and payload.has_shared(body):
                 if out is frames:
                     out = list(frames)
