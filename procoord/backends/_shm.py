@@ -145,9 +145,13 @@ class TaskArena:
             self.blocks -= 1
             self._fit.free(offset, size)
 
-    def attach(self) -> None:
+    def attach(self) -> bool:
+        """Count one more local worker on the arena; False when it is closed already."""
         with self._lock:
+            if self.fd is None:
+                return False
             self.channels += 1
+            return True
 
     def detach(self) -> None:
         with self._lock:
@@ -188,13 +192,13 @@ def attach_task_arena() -> TaskArena | None:
     global _arena
     with _arena_lock:
         arena = _arena
-        if arena is None or arena.closed or arena.owner != os.getpid():
+        if arena is None or arena.owner != os.getpid() or not arena.attach():
             size = shm_bytes()
             fd = _memfd("procoord-tasks", size) if size else None
             if fd is None:
                 return None
             arena = _arena = TaskArena(fd, size)
-        arena.attach()
+            arena.attach()
         payload.shared_sink = arena.place
         return arena
 
