@@ -52,7 +52,9 @@ class LocalBackend:
     per event loop that uses it): a fresh interpreter that imports only procoord's
     worker side. It starts with the first worker and ends with :meth:`close`, with the
     backend's garbage collection or at interpreter exit. A launcher that dies or stops
-    is replaced; the workers it started keep running.
+    is replaced; the workers it started keep running. Big buffers of tasks and results go
+    through shared memory, not the pipes (``PROCOORD_SHM_BYTES`` sizes it; see the README's
+    "Big payloads").
 
     Args:
         start_method: "forkserver" (the default) or "spawn": both start workers with
