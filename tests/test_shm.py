@@ -273,3 +273,21 @@ async def test_a_sigkilled_parent_leaves_no_shared_memory(tmp_path: Path) -> Non
     _, alive = psutil.wait_procs([worker], timeout=DEADLOCK_TIMEOUT)
     assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
     assert set(os.listdir("/dev/shm")) <= before
+
+
+async def test_ray_workers_take_big_buffers_while_local_ones_share_memory(request: pytest.FixtureRequest) -> None:
+    """Test that a worker on the Ray backend gets big bytes and arrays exact, both ways,
+    next to a local worker of the same coordinator that has shared memory."""
+    pytest.importorskip("ray")
+    numpy = pytest.importorskip("numpy")
+    request.getfixturevalue("ray_session")
+    from procoord.backends import RayBackend
+
+    async with Coordinator() as coord:
+        await coord.add_worker("local", _big.echo)
+        await coord.add_worker("ray", _big.echo, backend=RayBackend())
+        data, array = os.urandom(3 * MIB), numpy.arange(MIB, dtype=numpy.float64)
+        for ident in ("ray", "local", "ray"):
+            assert (await coord.call(data, TaskPrefs.Required(ident)))[0] == data
+            back, _ = await coord.call(array, TaskPrefs.Required(ident))
+            assert numpy.array_equal(back, array)
