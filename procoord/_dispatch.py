@@ -246,13 +246,16 @@ class Dispatcher:
         from the shared queue as the balancer decides, then from its own queue again.
         A worker's own tasks of a lower priority than the shared queue's next one wait
         for that second turn."""
-        for slot in self.slots.values():
-            if slot.has_room:
-                break
-        else:
-            return  # every window is full (the common case while a burst is issued)
         slots = [s for s in self.slots.values() if s.has_room]
+        if not slots:
+            return  # every window is full (the common case while a burst is issued)
         shared = self._shared
+        if not shared:  # only the workers' own queues to serve
+            for slot in slots:
+                if slot.queued:
+                    slot.fill_from_queue()
+                slot.flush()
+            return
         above = shared.top_priority()
         held = False
         for slot in slots:
@@ -263,9 +266,8 @@ class Dispatcher:
             slots = [s for s in self.slots.values() if s.ready]
             times = balancer.routing_times([s.ewma_s for s in slots], self.ewma_floor)
             cands = [balancer.Candidate(s.queue_len, s.has_room, s.last_given) for s in slots]
-            while shared:
-                if not any(c.has_room for c in cands):
-                    break
+            rooms = sum(c.has_room for c in cands)
+            while shared and rooms:
                 i = balancer.pick_for_pull(cands, times, len(shared))
                 if i is None:
                     break
@@ -275,7 +277,9 @@ class Dispatcher:
                 cand = cands[i]
                 cand.queue_len += 1
                 cand.last_given = seq
-                cand.has_room = slot.has_room
+                if not slot.has_room:
+                    cand.has_room = False
+                    rooms -= 1
         if held:
             for slot in slots:
                 if slot.queued:

@@ -77,13 +77,14 @@ def pick_best(cands: Sequence[Candidate], times: Sequence[float], only_with_room
     """Index of the lowest score ``(queue_len + 1) * time``; ties go to the worker given
     a task least recently. None when there is no eligible worker."""
     best: int | None = None
-    best_key = (math.inf, 0)
+    best_score = math.inf
+    best_given = 0
     for i, c in enumerate(cands):
         if only_with_room and not c.has_room:
             continue
-        key = (_score(c, times[i]), c.last_given)
-        if best is None or key < best_key:
-            best, best_key = i, key
+        score = (c.queue_len + 1) * times[i]
+        if best is None or score < best_score or (score == best_score and c.last_given < best_given):
+            best, best_score, best_given = i, score, c.last_given
     return best
 
 
