@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import warnings
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any, NoReturn, Self, TypeVar
 
-__all__ = ("CallFuture",)
+__all__ = ("CallFuture", "start_call")
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 class CallFuture(asyncio.Future[T], Coroutine[Any, Any, T]):
@@ -97,3 +98,45 @@ class CallFuture(asyncio.Future[T], Coroutine[Any, Any, T]):
                 stacklevel=1,
             )
         super().__del__()
+
+
+def start_call(
+    loop: asyncio.AbstractEventLoop,
+    room: Callable[[], Awaitable[None]] | None,
+    submit: Callable[[CallFuture[T]], R],
+    cancel: Callable[[R], object],
+) -> CallFuture[T]:
+    """A call's future: ``submit(future)`` queues its task now, or once ``room()`` is
+    done (``max_pending`` reached); an error either raises is the future's. Cancelling
+    the future before that queues nothing; after, it is ``cancel(task)``."""
+    future: CallFuture[T] = CallFuture(loop)
+    if room is None:
+        _submit(future, submit, cancel)
+    else:
+        waiting = loop.create_task(_submit_when_room(future, room, submit, cancel))
+        future.on_cancel(waiting.cancel)
+    return future
+
+
+def _submit(future: CallFuture[T], submit: Callable[[CallFuture[T]], R], cancel: Callable[[R], object]) -> None:
+    try:
+        task = submit(future)
+    except Exception as exc:
+        future.set_exception(exc)
+        return
+    future.on_cancel(lambda: cancel(task))
+
+
+async def _submit_when_room(
+    future: CallFuture[T],
+    room: Callable[[], Awaitable[None]],
+    submit: Callable[[CallFuture[T]], R],
+    cancel: Callable[[R], object],
+) -> None:
+    try:
+        await room()
+    except Exception as exc:
+        future.set_exception(exc)
+        return
+    if not future.done():
+        _submit(future, submit, cancel)

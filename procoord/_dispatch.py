@@ -6,6 +6,31 @@ slot owns its own queue; the dispatcher asks a slot to take, hand back or drop t
 and never changes a slot's queue itself. Slots report to it through
 :class:`~procoord._slot.SlotOwner`: a task finished, tasks handed back, a worker failed,
 room in a window (``pump``).
+
+The path of one task::
+
+    Coordinator.run / run_nowait / call (coordinator.py; call's future: _call.py)
+      -> Dispatcher.submit: pickle the task once (_wire.dumps_parts); fails here,
+         before anything is queued; a Task record (_task.py) owns its future
+      -> Required / Preferred-with-room: the worker's own queue (WorkerSlot.bind)
+         Any (and Preferred over its threshold): the shared queue, bound late
+      -> Dispatcher.pump: each worker with room in its in-flight window takes from
+         its own queue, then from the shared queue as the balancer decides
+         (balancer.py); WorkerSlot.write / flush (_slot.py): one write per worker
+      -> LocalChannel.send (backends/_channel.py) -> PipeWriter (backends/_pipe.py)
+    worker process: PipeWorker (_worker/pipe.py) reads frames; WorkerCore._run_tasks
+      (_worker/core.py) unpickles and runs them one at a time, FIFO; RESULT / ERROR
+      -> LocalChannel._on_readable: FrameReader (_wire.py) checks and splits frames
+      -> WorkerSlot.frames_received: window and counters (balancer.Window), error
+         records turned into errors (_remote.py)
+      -> Dispatcher.task_finished -> Task.resolve: the future and join() waiters
+      -> Dispatcher.pump
+    await handle (handle.py), or the call's future -> (result, worker_ident)
+
+    A handed-back or lost task goes through Dispatcher.reroute (_loss.py decides what
+    becomes of a lost worker's tasks); cancel through Dispatcher.cancel (O(1) out of a
+    queue, or a CANCEL frame); workers join and leave through _membership.py, end
+    through _shutdown.py and restart by _restarts.RestartPolicy.
 """
 
 from __future__ import annotations

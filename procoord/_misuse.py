@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import threading
 from collections.abc import Coroutine, Generator
 from typing import Any, NoReturn, TypeVar
 
-__all__ = ("NotAwaited", "async_with_needed", "async_for_needed", "bound_loop", "require_asyncio")
+__all__ = ("LoopBinding", "NotAwaited", "async_with_needed", "async_for_needed", "bound_loop", "require_asyncio")
 
 T = TypeVar("T")
 
@@ -125,3 +126,26 @@ def _under_trio() -> bool:
     except RuntimeError:
         return False
     return True
+
+
+class LoopBinding:
+    """The event loop an object belongs to, bound on first use, and the thread running it."""
+
+    __slots__ = ("loop", "thread", "what")
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.thread = 0
+
+    def check(self) -> asyncio.AbstractEventLoop:
+        """Bind to the running loop on first use; raise (see :func:`bound_loop`) on any other."""
+        loop = self.loop = bound_loop(self.loop, self.what)
+        self.thread = threading.get_ident()
+        return loop
+
+    def here(self) -> bool:
+        """Whether this runs on the bound loop: its thread, while it runs (one loop runs in
+        a thread at a time). Unlike asyncio.get_running_loop, no system call."""
+        loop = self.loop
+        return loop is not None and threading.get_ident() == self.thread and loop.is_running()

@@ -7,11 +7,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Hashable
+from typing import Protocol
 
 from ._dispatch import Dispatcher
 from ._slot import WorkerSlot
 
-__all__ = ("remaining", "retire_in_background", "stop_all", "stop_slot", "terminate_all")
+__all__ = ("Closer", "remaining", "retire_in_background", "stop_all", "stop_slot", "terminate_all")
 
 logger = logging.getLogger("procoord")
 
@@ -87,3 +88,44 @@ def terminate_all(slots: dict[Hashable, WorkerSlot], retiring: set[WorkerSlot]) 
 def _log_failure(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         logger.error("retiring a worker failed", exc_info=task.exception())
+
+
+class Closer:
+    """A coordinator's closing: whether it has begun and ended, the ``close()`` at work,
+    and a backend the coordinator made, which goes with it."""
+
+    def __init__(
+        self,
+        dispatch: Dispatcher,
+        settle: Callable[[], Awaitable[None]],
+        own_backend: Closable | None,
+    ) -> None:
+        self._dispatch = dispatch
+        self._settle = settle
+        self._own_backend = own_backend
+        self.closing = False  # no new tasks or workers
+        self._closed = False  # every worker process is gone
+        self._call: asyncio.Future[None] | None = None  # a close() at work
+
+    async def close(self, cancel_pending: bool, timeout: float | None, detach: Callable[[], object]) -> None:
+        """See :meth:`Coordinator.close <procoord.Coordinator.close>`; ``detach`` disarms
+        the finalizer once every worker is gone."""
+        while self._call is not None:  # another close() is at work
+            await asyncio.shield(self._call)
+        if self._closed:
+            return
+        call = self._call = asyncio.get_running_loop().create_future()
+        self.closing = True
+        try:
+            await stop_all(self._dispatch, cancel_pending, timeout, self._settle)
+            self._closed = True
+            detach()
+            if self._own_backend is not None:
+                self._own_backend.close()
+        finally:
+            self._call = None
+            call.set_result(None)
+
+
+class Closable(Protocol):
+    def close(self) -> None: ...

@@ -1,26 +1,6 @@
 """The Coordinator: the public API over workers, dispatch and life cycle.
 
-The path of one task::
-
-    Coordinator.run(task, prefs)                         coordinator.py
-      -> Dispatcher.submit: pickle the task once         _dispatch.py, _wire.py
-         (fails here, before anything is queued)
-      -> Required / Preferred-with-room: the worker's own queue (WorkerSlot.bind)
-         Any (and Preferred over its threshold): the shared queue, bound late
-      -> Dispatcher.pump: each worker with room in its in-flight window takes from
-         its own queue, then from the shared queue as the balancer decides
-         (balancer.py); WorkerSlot.write / flush: one TASK frame write per worker
-      -> the channel (backends/)
-    worker process (_worker/): unpickle, do_work, one at a time, FIFO; RESULT / ERROR
-      -> WorkerSlot.frames_received (_slot.py): window and counters (balancer.Window),
-         error records turned into errors (_remote.py)
-      -> Dispatcher.task_finished -> Task.resolve: future and join() waiters (_task.py)
-      -> Dispatcher.pump
-    await handle (handle.py) -> (result, worker_ident)
-
-    A handed-back or lost task goes through Dispatcher.reroute; cancel through
-    Dispatcher.cancel (O(1) out of a queue, or a CANCEL frame); workers end through
-    _shutdown.py (remove_worker, close) and restart by _restarts.RestartPolicy.
+The path of one task, hop by hop, is in ``procoord._dispatch``.
 
 Everything here runs on the caller's event loop; process and pipe details live behind
 the backend interface (``procoord.backends``).
@@ -29,31 +9,29 @@ the backend interface (``procoord.backends``).
 from __future__ import annotations
 
 import asyncio
-import threading
 import weakref
-from collections.abc import AsyncIterable, Callable, Coroutine, Hashable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine, Hashable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Literal, Self, Unpack, final, overload
 
 from . import _wire
 from ._bulk import MapIterator
-from ._call import CallFuture
+from ._call import CallFuture, start_call
 from ._dispatch import Dispatcher
-from ._misuse import NotAwaited, async_with_needed, bound_loop, require_asyncio
+from ._membership import WorkerDefaults, add_many, free_idents, retire, start_worker
+from ._misuse import LoopBinding, NotAwaited, async_with_needed, require_asyncio
 from ._options import CoordinatorOptions, MapOptions, check_timeout, settings
-from ._recycle import RecyclePolicy, check_limits
 from ._recycler import Recycler
-from ._shutdown import retire_in_background, stop_all, terminate_all
-from ._slot import WorkerSlot
+from ._shutdown import Closer, terminate_all
 from ._stream import PartQueue, StreamIterator
 from ._task import Task, check_task_options
 from ._typing import ResultT, TaskT
 from .backends._base import Backend
 from .backends.local import LocalBackend
-from .errors import CoordinatorClosedError, WorkerStartError
+from .errors import CoordinatorClosedError
 from .handle import JoinHandle
 from .prefs import ANY, Pref
-from .processor import Factory, ProcessorLike, make_spec, with_environment
+from .processor import Factory, ProcessorLike
 from .stats import WorkerStats
 
 __all__ = ("Coordinator",)
@@ -121,11 +99,8 @@ class Coordinator(Generic[TaskT, ResultT]):
         self._dispatch.on_recycle = self._recycler.start
         self._factories: dict[str, Factory] = {}
         self._runs_since_yield = 0
-        self._closing = False  # no new tasks or workers
-        self._closed = False  # every worker process is gone
-        self._close_call: asyncio.Future[None] | None = None  # a close() at work
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread = 0  # the thread running it
+        self._closer = Closer(self._dispatch, self._recycler.settle, self._own_backend)
+        self._binding = LoopBinding("Coordinator")
         # Whatever happens to this object, its processes go with it.
         self._finalizer = weakref.finalize(self, terminate_all, self._slots, self._dispatch.retiring)
 
@@ -202,39 +177,23 @@ class Coordinator(Generic[TaskT, ResultT]):
         """
         self._check_open()
         require_asyncio("add_worker")
-        hash(ident)  # an unhashable ident fails here, with Python's own TypeError
-        check_limits(max_tasks, max_rss)
-        policy = RecyclePolicy(
-            self.max_tasks_per_worker if max_tasks is None else max_tasks,
-            self.max_rss_per_worker if max_rss is None else max_rss,
-        )
-        try:
-            spec = with_environment(make_spec(processor, self._factories), env)
-        except KeyError:
-            known = ", ".join(repr(n) for n in sorted(self._factories)) or "none"
-            raise WorkerStartError(
-                ident, f"no factory named {processor!r} is registered (registered: {known}); use register() first"
-            ) from None
-        slot = WorkerSlot(
+        return await start_worker(
             self._dispatch,
+            self._factories,
+            self._worker_defaults(),
             ident,
-            spec,
-            backend if backend is not None else self.backend,
+            processor,
             restart=restart,
-            restart_limit=self.restart_limit,
-            restart_window_s=self.restart_window,
-            recycle=policy,
+            backend=backend,
+            env=env,
+            max_tasks=max_tasks,
+            max_rss=max_rss,
         )
-        retiring = self._dispatch.retiring
-        retiring.add(slot)  # covered by the finalizer, and stopped by close(), while it starts
-        try:
-            await slot.start()
-        finally:
-            retiring.discard(slot)
-        old = self._dispatch.install(slot)
-        if old is not None:
-            retire_in_background(self._dispatch, old)
-        return old is not None
+
+    def _worker_defaults(self) -> WorkerDefaults:
+        return WorkerDefaults(
+            self.backend, self.restart_limit, self.restart_window, self.max_tasks_per_worker, self.max_rss_per_worker
+        )
 
     async def add_workers(
         self,
@@ -253,30 +212,14 @@ class Coordinator(Generic[TaskT, ResultT]):
         Returns the new idents once all are ready. If any cannot start, the others are
         removed again and the first WorkerStartError is raised.
         """
-        if not isinstance(count, int) or count < 1:
-            raise ValueError(f"count must be an int >= 1, not {count!r}")
-        idents: list[str] = []
-        n = 0
-        while len(idents) < count:
-            ident = f"{factory}-{n}"
-            if ident not in self._slots:
-                idents.append(ident)
-            n += 1
-        outcomes = await asyncio.gather(
-            *(
-                self.add_worker(
-                    ident, factory, restart=restart, backend=backend, env=env, max_tasks=max_tasks, max_rss=max_rss
-                )
-                for ident in idents
-            ),
-            return_exceptions=True,
-        )
-        errors = [o for o in outcomes if isinstance(o, BaseException)]
-        if errors:
-            started = [i for i, o in zip(idents, outcomes, strict=True) if not isinstance(o, BaseException)]
-            await asyncio.gather(*(self.remove_worker(i) for i in started))
-            raise errors[0]
-        return idents
+        idents = free_idents(self._slots, factory, count)
+
+        def add(ident: str) -> Awaitable[bool]:
+            return self.add_worker(
+                ident, factory, restart=restart, backend=backend, env=env, max_tasks=max_tasks, max_rss=max_rss
+            )
+
+        return await add_many(idents, add, self.remove_worker)
 
     async def remove_worker(self, ident: Hashable) -> bool:
         """Retire a worker: it finishes its running task and the tasks already sent to
@@ -285,11 +228,7 @@ class Coordinator(Generic[TaskT, ResultT]):
         for an unknown ident. Cancelling the call leaves the retirement going on (and
         ``close`` still waits for it)."""
         self._check_loop()
-        slot = self._dispatch.unlist(ident)
-        if slot is None:
-            return False
-        await asyncio.shield(retire_in_background(self._dispatch, slot))
-        return True
+        return await retire(self._dispatch, ident)
 
     def workers(self) -> list[Hashable]:
         """The idents of the current workers, in the order they were added."""
@@ -415,39 +354,19 @@ class Coordinator(Generic[TaskT, ResultT]):
         client that went away) or the future cancels the task as :meth:`JoinHandle.cancel`
         does, so a queued task never runs and a running async ``do_work`` is cancelled in
         its worker. Errors that ``run`` raises are raised when the call is awaited."""
-        loop = self._loop
-        if loop is None or not self._on_loop():
+        loop = self._binding.loop
+        if loop is None or not self._binding.here():
             # Binds the loop, or reports a wrong loop or thread, when awaited.
             return NotAwaited(self._call(task, prefs, timeout, retries, priority), "coord.call")  # type: ignore[return-value]
-        future: CallFuture[tuple[ResultT, Hashable]] = CallFuture(loop)
-        if self._ledger.full() and not self._closing:
-            waiting = loop.create_task(self._call_when_room(future, task, prefs, timeout, retries, priority))
-            future.on_cancel(waiting.cancel)
-        else:
-            self._call_now(future, task, prefs, timeout, retries, priority)
-        return future
 
-    def _call_now(
-        self, future: CallFuture[Any], task: TaskT, prefs: Pref, timeout: float | None, retries: int, priority: int
-    ) -> None:
-        try:
-            record = self._submit_task(task, prefs, timeout, 0, retries, priority, future)
-        except Exception as exc:
-            future.set_exception(exc)
-            return
-        dispatch = self._dispatch
-        future.on_cancel(lambda: dispatch.cancel(record))
+        def submit(future: CallFuture[tuple[ResultT, Hashable]]) -> Task:
+            return self._submit_task(task, prefs, timeout, 0, retries, priority, future)
 
-    async def _call_when_room(
-        self, future: CallFuture[Any], task: TaskT, prefs: Pref, timeout: float | None, retries: int, priority: int
-    ) -> None:
-        try:
-            await self._ledger.wait_for_space(self._check_open)
-        except Exception as exc:
-            future.set_exception(exc)
-            return
-        if not future.done():
-            self._call_now(future, task, prefs, timeout, retries, priority)
+        room = self._wait_for_room if self._ledger.full() and not self._closer.closing else None
+        return start_call(loop, room, submit, self._dispatch.cancel)
+
+    def _wait_for_room(self) -> Awaitable[None]:
+        return self._ledger.wait_for_space(self._check_open)
 
     async def _call(
         self, task: TaskT, prefs: Pref, timeout: float | None, retries: int, priority: int
@@ -578,24 +497,16 @@ class Coordinator(Generic[TaskT, ResultT]):
     @property
     def closed(self) -> bool:
         """Whether ``close`` has been called."""
-        return self._closing
+        return self._closer.closing
 
     def _check_loop(self) -> None:
         """Bind the coordinator to the running event loop on first use; refuse any other."""
-        self._loop = bound_loop(self._loop, "Coordinator")
-        self._loop_thread = threading.get_ident()
-
-    def _on_loop(self) -> bool:
-        """Whether this runs on the coordinator's loop: its thread, while it runs (only
-        one loop runs in a thread at a time). Unlike asyncio.get_running_loop, no
-        system call."""
-        loop = self._loop
-        return loop is not None and threading.get_ident() == self._loop_thread and loop.is_running()
+        self._binding.check()
 
     def _check_open(self) -> None:
-        if not self._on_loop():
-            self._check_loop()
-        if self._closing:
+        if not self._binding.here():
+            self._binding.check()
+        if self._closer.closing:
             raise CoordinatorClosedError("the coordinator is closed; create a new one")
 
     async def close(self, cancel_pending: bool = False, *, timeout: float | None = None) -> None:
@@ -613,26 +524,11 @@ class Coordinator(Generic[TaskT, ResultT]):
                 fail with CoordinatorClosedError. None waits as long as it takes.
         """
         self._check_loop()
-        loop = asyncio.get_running_loop()
         check_timeout(timeout)
-        while self._close_call is not None:  # another close() is at work
-            await asyncio.shield(self._close_call)
-        if self._closed:
-            return
-        call = self._close_call = loop.create_future()
-        self._closing = True
-        try:
-            await stop_all(self._dispatch, cancel_pending, timeout, self._recycler.settle)
-            self._closed = True
-            self._finalizer.detach()
-            if self._own_backend is not None:
-                self._own_backend.close()
-        finally:
-            self._close_call = None
-            call.set_result(None)
+        await self._closer.close(cancel_pending, timeout, self._finalizer.detach)
 
     def __repr__(self) -> str:
-        state = "closed" if self._closing else "open"
+        state = "closed" if self._closer.closing else "open"
         return f"<Coordinator {state} workers={len(self._slots)} pending={self._ledger.unfinished}>"
 
 
