@@ -41,3 +41,15 @@ def chunks(spec: tuple[int, int]) -> Iterator[bytes]:
     count, size = spec
     for i in range(count):
         yield bytes([i % 256]) * size
+
+
+class Keeper:
+    """Keeps every array it is given; answers with the digest of each one kept so far
+    (what it holds must not change as more arrive)."""
+
+    def __init__(self) -> None:
+        self.kept: list[Any] = []
+
+    def do_work(self, array: Any) -> list[str]:
+        self.kept.append(array)
+        return [hashlib.sha256(memoryview(a).cast("B")).hexdigest() for a in self.kept]

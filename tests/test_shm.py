@@ -118,6 +118,32 @@ async def test_numpy_arrays_cross_both_ways_exactly() -> None:
             back[...] = 0  # the copy is the caller's own
 
 
+async def test_big_arrays_held_stay_intact_on_both_sides() -> None:
+    """Test that big arrays a worker keeps and results the caller keeps never change as
+    more big tasks and results come and go (their memory is not reused while held)."""
+    numpy = pytest.importorskip("numpy")
+    async with Coordinator() as coord:
+        await coord.add_worker("keeper", _big.Keeper())
+        await coord.add_worker("echo", _big.echo)
+        arrays = [numpy.full(5 * MIB, i, dtype=numpy.uint8) for i in range(6)]
+        digests = [hashlib.sha256(a).hexdigest() for a in arrays]
+        held = []
+        for i, array in enumerate(arrays):
+            kept, _ = await coord.call(array, TaskPrefs.Required("keeper"))
+            assert kept == digests[: i + 1]
+            held.append((await coord.call(array, TaskPrefs.Required("echo")))[0])
+        assert [hashlib.sha256(a).hexdigest() for a in held] == digests
+
+
+async def test_a_batch_of_big_tasks_comes_back_exact() -> None:
+    """Test that run_batch carries big tasks and results (a list of them) exactly."""
+    async with Coordinator() as coord:
+        await coord.add_worker("w", _big.reverse)
+        items = [os.urandom(MIB) for _ in range(4)]
+        outcomes, _ = await (await coord.run_batch(items))
+        assert outcomes == [(True, item[::-1]) for item in items]
+
+
 async def test_big_buffers_skip_the_pipe() -> None:
     """Test that a 16 MiB task and its result move next to nothing through the worker's
     pipes, both ways."""

@@ -166,7 +166,7 @@ def _has_big_bytes(obj: Any, depth: int = 2) -> bool:
         return len(obj) >= SHARED_MIN_BYTES
     if not depth:
         return False
-    if kind is tuple or kind is list:
+    if kind is tuple or kind is list or isinstance(obj, tuple | list):  # a batch, a named tuple
         items = obj[:64]
     elif kind is dict:
         items = list(obj.values())[:64] if len(obj) <= 64 else []
