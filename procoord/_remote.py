@@ -3,8 +3,8 @@ of ``procoord._wire`` become procoord errors."""
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Hashable
+from itertools import repeat
 from typing import Any
 
 from . import _wire, errors
@@ -39,29 +39,25 @@ def unloadable_result(exc: BaseException) -> SerializationError:
     return error
 
 
-_first = operator.itemgetter(0)
-
-
-def batch_outcomes(worker: Hashable, raw: list[tuple[bool | None, Any]]) -> tuple[list[tuple[bool, Any]], int]:
+def batch_outcomes(
+    worker: Hashable, raw: tuple[list[Any], dict[int, tuple[bool | None, bytes]] | None]
+) -> tuple[list[tuple[bool, Any]], int]:
     """A batch's outcomes as (True, result) or (False, exception), and how many failed.
 
-    In the record an item is (True, result), (False, error record) when do_work raised,
-    or (None, error record) when its result could not be pickled in the worker."""
-    if all(map(_first, raw)):  # the common case, every ok True: nothing to convert
-        return raw, 0  # type: ignore[return-value]
-    outcomes: list[tuple[bool, Any]] = []
-    failed = 0
-    for ok, value in raw:
-        if ok:
-            outcomes.append((True, value))
-            continue
-        failed += 1
+    The record is ``(results, failures)``: a result per item, and None when every item
+    succeeded, else a dict of index -> (False, error record) where do_work raised or
+    (None, error record) where its result could not be pickled in the worker."""
+    results, failures = raw
+    outcomes: list[tuple[bool, Any]] = list(zip(repeat(True), results))  # pairs made in C
+    if not failures:
+        return outcomes, 0
+    for i, (ok, record) in failures.items():
         if ok is None:
-            summary = _wire.unpack_error(value).summary
-            outcomes.append((False, SerializationError("result", f"cannot pickle it in the worker: {summary}")))
+            summary = _wire.unpack_error(record).summary
+            outcomes[i] = (False, SerializationError("result", f"cannot pickle it in the worker: {summary}"))
         else:
-            outcomes.append((False, task_error(worker, value)))
-    return outcomes, failed
+            outcomes[i] = (False, task_error(worker, record))
+    return outcomes, len(failures)
 
 
 def start_error(worker: Hashable, payload: bytes) -> WorkerStartError:

@@ -140,7 +140,7 @@ def test_each_record_decodes_what_its_encoder_wrote() -> None:
     assert isinstance(error, TaskProcessError) and isinstance(error.__cause__, KeyError)
     bad = _remote.bad_frame_error(Kind.BAD_RESULT, _wire.pack_error(TypeError("no pickle"), "result"))
     assert isinstance(bad, SerializationError) and bad.stage == "result" and "no pickle" in str(bad)
-    outcomes, failures = _remote.batch_outcomes("w", [(True, 1), (False, record), (None, record)])
+    outcomes, failures = _remote.batch_outcomes("w", ([1, None, None], {1: (False, record), 2: (None, record)}))
     assert failures == 2 and outcomes[0] == (True, 1)
     assert isinstance(outcomes[1][1], TaskProcessError) and isinstance(outcomes[2][1], SerializationError)
 

@@ -84,8 +84,9 @@ FROM_WORKER_KINDS: frozenset[int] = frozenset(Kind) - TO_WORKER_KINDS
 
 
 class Batch(list):  # type: ignore[type-arg]
-    """Several tasks sent as one: the worker runs each in order and returns a list of
-    (ok, result-or-packed-error) outcomes. Used by ``Coordinator.run_batch``."""
+    """Several tasks sent as one: the worker runs each in order and returns
+    ``(results, failures)`` (see ``procoord._remote.batch_outcomes``). Used by
+    ``Coordinator.run_batch`` and ``map``."""
 
     __slots__ = ()
 

@@ -234,13 +234,14 @@ class WorkerCore:
 
 
 def _run_batch(do_work: Callable[[Any], Any], is_async: bool, items: Batch) -> Any:
-    """Run every item of a batch in order; each gives (True, result) or (False, error).
-
-    Returns the outcomes, or a coroutine of them for an async processor (so the batch
-    can be cancelled like any async task)."""
+    """Run every item of a batch in order. Returns its outcomes as ``(results,
+    failures)``: one result per item (None where it failed) and None, or a dict of
+    index -> (False, error record) when any failed (see _remote.batch_outcomes); for an
+    async processor a coroutine of them (so the batch can be cancelled like any task)."""
     if is_async:
         return _run_batch_async(do_work, items)
-    outcomes: list[tuple[bool, Any]] = []
+    results: list[Any] = []
+    failures: dict[int, tuple[bool | None, bytes]] | None = None
     for item in items:
         try:
             result = do_work(item)
@@ -248,38 +249,45 @@ def _run_batch(do_work: Callable[[Any], Any], is_async: bool, items: Batch) -> A
                 result = list(result)
             elif type(result) not in _PLAIN_TYPES and (inspect.isawaitable(result) or stream.is_generator(result)):
                 raise TypeError(f"a sync processor returned {type(result).__qualname__} inside a batch")
-            outcomes.append((True, result))
         except BaseException as exc:
-            outcomes.append((False, _wire.pack_error(exc, "error")))
-    return outcomes
+            if failures is None:
+                failures = {}
+            failures[len(results)] = (False, _wire.pack_error(exc, "error"))
+            result = None
+        results.append(result)
+    return results, failures
 
 
-async def _run_batch_async(do_work: Callable[[Any], Any], items: Batch) -> list[tuple[bool, Any]]:
-    outcomes: list[tuple[bool, Any]] = []
+async def _run_batch_async(do_work: Callable[[Any], Any], items: Batch) -> Any:
+    results: list[Any] = []
+    failures: dict[int, tuple[bool | None, bytes]] | None = None
     for item in items:
         try:
             result = do_work(item)
             result = result if type(result) is AsyncGeneratorType else await result
             if type(result) not in _PLAIN_TYPES and stream.is_generator(result):
                 result = await stream.collect(result)  # a generator task: the list of its parts
-            outcomes.append((True, result))
         except asyncio.CancelledError:
             raise  # the batch itself is cancelled
         except BaseException as exc:
-            outcomes.append((False, _wire.pack_error(exc, "error")))
-    return outcomes
+            if failures is None:
+                failures = {}
+            failures[len(results)] = (False, _wire.pack_error(exc, "error"))
+            result = None
+        results.append(result)
+    return results, failures
 
 
-def _picklable_outcomes(outcomes: list[tuple[bool, Any]]) -> list[tuple[bool | None, Any]]:
-    """Replace results that cannot be pickled by (None, error), so one bad result does
-    not fail the whole batch."""
-    checked: list[tuple[bool | None, Any]] = []
-    for ok, value in outcomes:
-        if ok:
-            try:
-                _wire.dumps(value, "result")
-            except SerializationError as exc:
-                checked.append((None, _wire.pack_error(exc, "result")))
-                continue
-        checked.append((ok, value))
-    return checked
+def _picklable_outcomes(outcomes: tuple[list[Any], dict[int, tuple[bool | None, bytes]] | None]) -> Any:
+    """Replace results that cannot be pickled by a (None, error record) failure, so one
+    bad result does not fail the whole batch."""
+    results, failures = outcomes
+    checked = dict(failures or {})
+    for i, value in enumerate(results):
+        if i in checked:
+            continue
+        try:
+            _wire.dumps(value, "result")
+        except SerializationError as exc:
+            checked[i] = (None, _wire.pack_error(exc, "result"))
+    return [None if i in checked else value for i, value in enumerate(results)], checked
