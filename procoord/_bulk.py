@@ -3,7 +3,7 @@
 The path of the items::
 
     iterable (sync or async, pulled lazily, one item at a time)
-      -> chunks of items: coord.run(item) for one, coord.run_batch(items) for several
+      -> chunks of items: coord.run(item) for one, a batch (as run_batch) for several
          (chunks grow while tasks are cheap, so the channel's cost is paid per chunk),
          while fewer than `window` items are outstanding
       -> ordered:   a deque of chunks; the head is awaited, later ones wait their turn
@@ -20,7 +20,6 @@ garbage collection) cancels every outstanding task: a queued one never runs.
 from __future__ import annotations
 
 import asyncio
-import operator
 import weakref
 from collections import deque
 from collections.abc import (
@@ -86,7 +85,7 @@ class TaskSink(Protocol):
         """Queue one task."""
         ...
 
-    async def run_batch(
+    async def _run_chunk(
         self,
         tasks: Sequence[Any],
         prefs: Pref = ...,
@@ -94,13 +93,9 @@ class TaskSink(Protocol):
         timeout: float | None = None,
         retries: int = 0,
         priority: int = 0,
-    ) -> JoinHandle[tuple[list[tuple[bool, Any]], Hashable]]:
-        """Queue several tasks as one unit."""
+    ) -> JoinHandle[tuple[tuple[list[Any], dict[int, BaseException]], Hashable]]:
+        """Queue several tasks as one unit; its join gives ``((results, errors by index), worker)``."""
         ...
-
-
-_ok = operator.itemgetter(0)
-_result = operator.itemgetter(1)
 
 
 class _Failed:
@@ -137,9 +132,11 @@ class _Chunk:
             return [_Failed(exc)] * self.size
         if not self.batch:
             return [(value, worker)]
-        if all(map(_ok, value)):  # the common case: pairs made in C
-            return list(zip(map(_result, value), repeat(worker)))
-        return [(result, worker) if ok else _Failed(result) for ok, result in value]
+        results, errors = value
+        pairs: list[_Outcome] = list(zip(results, repeat(worker)))  # made in C
+        for i, error in errors.items():
+            pairs[i] = _Failed(error)
+        return pairs
 
 
 @final
@@ -308,7 +305,7 @@ class MapIterator(Generic[T]):
                 return
             if len(items) > 1:
                 try:
-                    handle = await self._coord.run_batch(
+                    handle = await self._coord._run_chunk(
                         items, self._prefs, timeout=self._timeout, retries=self._retries, priority=self._priority
                     )
                 except SerializationError:

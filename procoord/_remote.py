@@ -11,7 +11,15 @@ from . import _wire, errors
 from ._wire import Kind
 from .errors import SerializationError, TaskProcessError, WorkerStartError
 
-__all__ = ("batch_outcomes", "bad_frame_error", "start_error", "task_error", "unloadable_result")
+__all__ = (
+    "BatchValue",
+    "batch_outcomes",
+    "outcome_pairs",
+    "bad_frame_error",
+    "start_error",
+    "task_error",
+    "unloadable_result",
+)
 
 
 def task_error(worker: Hashable, payload: bytes) -> TaskProcessError:
@@ -39,25 +47,36 @@ def unloadable_result(exc: BaseException) -> SerializationError:
     return error
 
 
-def batch_outcomes(
-    worker: Hashable, raw: tuple[list[Any], dict[int, tuple[bool | None, bytes]] | None]
-) -> tuple[list[tuple[bool, Any]], int]:
-    """A batch's outcomes as (True, result) or (False, exception), and how many failed.
+BatchValue = tuple[list[Any], dict[int, BaseException]]
+"""A batch's outcomes: one result per item (None where it failed), and the errors by index."""
 
-    The record is ``(results, failures)``: a result per item, and None when every item
-    succeeded, else a dict of index -> (False, error record) where do_work raised or
-    (None, error record) where its result could not be pickled in the worker."""
+
+def batch_outcomes(worker: Hashable, raw: tuple[list[Any], dict[int, tuple[bool | None, bytes]] | None]) -> BatchValue:
+    """A batch's results and its errors by index, from the record ``(results,
+    failures)``: a result per item, and None when every item succeeded, else a dict of
+    index -> (False, error record) where do_work raised or (None, error record) where
+    its result could not be pickled in the worker."""
     results, failures = raw
-    outcomes: list[tuple[bool, Any]] = list(zip(repeat(True), results))  # pairs made in C
     if not failures:
-        return outcomes, 0
+        return results, {}
+    errors: dict[int, BaseException] = {}
     for i, (ok, record) in failures.items():
         if ok is None:
             summary = _wire.unpack_error(record).summary
-            outcomes[i] = (False, SerializationError("result", f"cannot pickle it in the worker: {summary}"))
+            errors[i] = SerializationError("result", f"cannot pickle it in the worker: {summary}")
         else:
-            outcomes[i] = (False, task_error(worker, record))
-    return outcomes, len(failures)
+            errors[i] = task_error(worker, record)
+    return results, errors
+
+
+def outcome_pairs(joined: tuple[BatchValue, Hashable]) -> tuple[list[tuple[bool, Any]], Hashable]:
+    """What ``run_batch``'s handle gives: ``(True, result)`` or ``(False, exception)`` per
+    item, and the worker."""
+    (results, errors), worker = joined
+    outcomes: list[tuple[bool, Any]] = list(zip(repeat(True), results))  # pairs made in C
+    for i, error in errors.items():
+        outcomes[i] = (False, error)
+    return outcomes, worker
 
 
 def start_error(worker: Hashable, payload: bytes) -> WorkerStartError:

@@ -282,8 +282,9 @@ class WorkerSlot(SlotLife):
                     owner.task_finished(task, error=_remote.unloadable_result(exc))
                     continue
                 if task.size:
-                    value, failed = _remote.batch_outcomes(self.ident, value)
-                    self.completed += len(value) - failed
+                    value = _remote.batch_outcomes(self.ident, value)
+                    failed = len(value[1])
+                    self.completed += len(value[0]) - failed
                     self.failed += failed
                 else:
                     self.completed += 1

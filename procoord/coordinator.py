@@ -22,6 +22,7 @@ from ._membership import WorkerDefaults, add_many, free_idents, retire, start_wo
 from ._misuse import LoopBinding, NotAwaited, async_with_needed, require_asyncio
 from ._options import CoordinatorOptions, MapOptions, check_timeout, settings
 from ._recycler import Recycler
+from ._remote import BatchValue, outcome_pairs
 from ._shutdown import Closer, terminate_all
 from ._stream import PartQueue, StreamIterator
 from ._task import Task, check_task_options
@@ -308,6 +309,19 @@ class Coordinator(Generic[TaskT, ResultT]):
         batch), retries, priority, cancellation and crashes apply to the batch as a whole. Cheap tasks
         gain the most: the per-task cost of the channel is paid once per batch.
         """
+        chunk = await self._run_chunk(tasks, prefs, timeout=timeout, retries=retries, priority=priority)
+        return chunk.map(outcome_pairs)
+
+    async def _run_chunk(
+        self,
+        tasks: Sequence[Any],
+        prefs: Pref = ANY,
+        *,
+        timeout: float | None = None,
+        retries: int = 0,
+        priority: int = 0,
+    ) -> JoinHandle[tuple[BatchValue, Hashable]]:
+        """``run_batch`` giving ``((results, errors by index), worker)`` (what ``map`` takes)."""
         self._check_open()
         if not tasks:
             raise ValueError("run_batch needs at least one task")

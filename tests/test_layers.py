@@ -101,6 +101,7 @@ RULES: dict[str, set[str]] = {
         "_misuse",
         "_options",
         "_recycler",
+        "_remote",
         "_shutdown",
         "_stream",
         "_task",

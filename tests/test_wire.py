@@ -140,8 +140,10 @@ def test_each_record_decodes_what_its_encoder_wrote() -> None:
     assert isinstance(error, TaskProcessError) and isinstance(error.__cause__, KeyError)
     bad = _remote.bad_frame_error(Kind.BAD_RESULT, _wire.pack_error(TypeError("no pickle"), "result"))
     assert isinstance(bad, SerializationError) and bad.stage == "result" and "no pickle" in str(bad)
-    outcomes, failures = _remote.batch_outcomes("w", ([1, None, None], {1: (False, record), 2: (None, record)}))
-    assert failures == 2 and outcomes[0] == (True, 1)
+    outcomes, _ = _remote.outcome_pairs(
+        (_remote.batch_outcomes("w", ([1, None, None], {1: (False, record), 2: (None, record)})), "w")
+    )
+    assert outcomes[0] == (True, 1) and not outcomes[1][0] and not outcomes[2][0]
     assert isinstance(outcomes[1][1], TaskProcessError) and isinstance(outcomes[2][1], SerializationError)
 
 
