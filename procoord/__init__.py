@@ -85,10 +85,19 @@ _HOMES: dict[str, str] = {
 }
 
 
+# The modules of the coordinators: before the first is imported, the launcher seed is
+# started, so its interpreter starts while this process imports the coordinator.
+_STARTS_WORKERS = frozenset({"blocking", "coordinator", "executor"})
+
+
 def __getattr__(name: str) -> _typing.Any:
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if home in _STARTS_WORKERS and f"{__name__}.{home}" not in _sys.modules:
+        from ._launch import start_seed_early
+
+        start_seed_early()
     _importlib.import_module(f"{__name__}.{home}")
     _export_loaded()
     return globals()[name]

@@ -1,7 +1,8 @@
 """Starting launcher processes: a fresh interpreter, or a fork of this process's seed.
 
-The seed is one launcher per process, started as a fresh interpreter the first time a
-launcher is needed, that runs no workers: it forks a launcher for each backend on
+The seed is one launcher per process, started as a fresh interpreter ahead of need
+(when a coordinator class is first looked up, or a LocalBackend is made) or else the
+first time a launcher is needed, that runs no workers: it forks a launcher for each backend on
 request, in milliseconds, where a fresh interpreter takes a hundred or more. Every
 launcher it forks leads a session of its own, so a seed or launcher that dies or stops
 affects no other. If the seed does not answer, a fresh interpreter is started instead
@@ -16,18 +17,13 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 
+from .._launch import LAUNCHER_MODULE, start_launcher, start_seed_early, take_early_seed
 from .._worker import protocol
 from .._worker.protocol import Spawned, SpawnFailed
 
-__all__ = ("LAUNCHER_MODULE", "SpawnError", "fork_launcher", "start_launcher")
-
-LAUNCHER_MODULE = "procoord._worker.launcher"
-
-# The directory procoord is imported from, so a launcher imports the same procoord.
-_IMPORT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
+__all__ = ("LAUNCHER_MODULE", "SpawnError", "fork_launcher", "start_launcher", "start_seed")
 
 
 class SpawnError(Exception):
@@ -38,35 +34,11 @@ class SpawnError(Exception):
         self.reason = reason
 
 
-def start_launcher(*, seed: bool = False) -> tuple[subprocess.Popen[bytes], socket.socket]:
-    """Start a launcher as a fresh interpreter; return it and our end of its socket."""
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    try:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (_IMPORT_ROOT, env.get("PYTHONPATH")) if p)
-        argv = [sys.executable, "-m", LAUNCHER_MODULE, "--parent", str(os.getpid()), "--fd", str(theirs.fileno())]
-        # Its own session: a Ctrl-C at the terminal, or a signal to the caller's
-        # process group, reaches neither the launcher nor the workers.
-        proc = subprocess.Popen(
-            [*argv, "--seed"] if seed else argv,
-            pass_fds=(theirs.fileno(),),
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            env=env,
-        )
-    except BaseException:
-        ours.close()
-        raise
-    finally:
-        theirs.close()
-    return proc, ours
-
-
 class _Seed:
     """The parent's end of the seed: blocking calls, one at a time, from any thread."""
 
     def __init__(self) -> None:
-        self.proc, self.sock = start_launcher(seed=True)
+        self.proc, self.sock = take_early_seed() or start_launcher(seed=True)
         self.owner = os.getpid()
         self.ids = itertools.count(1)
 
@@ -106,6 +78,14 @@ class _Seed:
 
 _seed: _Seed | None = None
 _seed_lock = threading.Lock()
+
+
+def start_seed() -> None:
+    """Have the seed start now, in the background, if this process has none yet: its
+    interpreter then starts while the caller goes on to its first worker."""
+    with _seed_lock:
+        if _seed is None or _seed.owner != os.getpid():
+            start_seed_early()
 
 
 def fork_launcher(timeout_s: float) -> tuple[socket.socket, int] | None:

@@ -22,6 +22,7 @@ from ..processor import ProcessorSpec
 from ._base import ChannelHandler
 from ._channel import LocalChannel
 from ._launcher import Launcher, SpawnError, open_launcher
+from ._seed import start_seed
 from ._shm import ChannelShared
 
 __all__ = ("LocalBackend", "LocalChannel")
@@ -100,6 +101,7 @@ class LocalBackend:
         self.sample_interval = sample_interval
         self._launchers: list[Launcher] = []
         self._starting: dict[asyncio.AbstractEventLoop, asyncio.Future[Launcher]] = {}
+        start_seed()
 
     def __repr__(self) -> str:
         return f"LocalBackend(start_method={self.start_method!r})"
