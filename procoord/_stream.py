@@ -156,7 +156,7 @@ class StreamIterator(AsyncIterator[T]):
         """Wait for a part or for the task's end; a cancelled consumer cancels the task."""
         waiter = task.future.get_loop().create_future()
         self._queue.waiter = waiter
-        task.waiters.append(waiter)  # woken by Task.resolve
+        task.add_waiter(waiter)  # woken by Task.resolve
         try:
             await waiter
         except asyncio.CancelledError:
@@ -164,8 +164,7 @@ class StreamIterator(AsyncIterator[T]):
             raise
         finally:
             self._queue.waiter = None
-            if waiter in task.waiters:  # woken by a part, not by the task's end
-                task.waiters.remove(waiter)
+            task.discard_waiter(waiter)  # woken by a part, not by the task's end
 
     def _finish(self) -> None:
         self._closed = True

@@ -72,7 +72,7 @@ class Task:
         self.attempts = 1  # runs so far, the current one included
         self.size = 0  # the number of items of a batch; 0 for a single task
         self.stream: Any = None  # the PartQueue of a streaming task (procoord._stream)
-        self.waiters: list[asyncio.Future[None]] = []  # join() calls waiting on it
+        self.waiters: list[asyncio.Future[None]] | None = None  # join() calls waiting on it
         self.slot: Any = None  # the WorkerSlot it is bound to, None while in the shared queue
         self.queue: TaskQueue | None = None  # the queue holding it, if any
         self.written_at = 0.0
@@ -106,6 +106,18 @@ class Task:
             if not waiter.done():
                 waiter.set_result(None)
 
+    def add_waiter(self, waiter: asyncio.Future[None]) -> None:
+        """Have ``resolve`` wake ``waiter`` (set its result to None)."""
+        if self.waiters is None:
+            self.waiters = [waiter]
+        else:
+            self.waiters.append(waiter)
+
+    def discard_waiter(self, waiter: asyncio.Future[None]) -> None:
+        """Forget a waiter that stopped waiting (one ``resolve`` already woke is gone)."""
+        if self.waiters and waiter in self.waiters:
+            self.waiters.remove(waiter)
+
     async def wait(self) -> None:
         """Wait until the task is resolved. Cancelling the waiter leaves the task alone."""
         if self.future.done():
@@ -113,12 +125,12 @@ class Task:
         # Woken directly by resolve(): one event-loop turn fewer than waiting on the
         # future through asyncio.shield.
         waiter: asyncio.Future[None] = self.future.get_loop().create_future()
-        self.waiters.append(waiter)
+        self.add_waiter(waiter)
         try:
             await waiter
         finally:
             if not waiter.done():  # the waiter was cancelled, not the task
-                self.waiters.remove(waiter)
+                self.discard_waiter(waiter)
 
     def __repr__(self) -> str:
         return f"<Task {self.id} {'done' if self.done() else 'pending'}>"

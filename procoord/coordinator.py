@@ -332,10 +332,10 @@ class Coordinator(Generic[TaskT, ResultT]):
     def _submit(
         self, task: Any, prefs: Pref, timeout: float | None, size: int, retries: int = 0, priority: int = 0
     ) -> JoinHandle[Any]:
-        record = self._submit_task(task, prefs, timeout, size, retries, priority)
-        # The handle holds the coordinator (through this closure): a coordinator is not
-        # collected, and its workers stopped, while a handle of it may still be awaited.
-        return JoinHandle(record, lambda: self._dispatch.cancel(record))
+        return JoinHandle(self._submit_task(task, prefs, timeout, size, retries, priority), self)
+
+    def _cancel_task(self, task: Task) -> bool:
+        return self._dispatch.cancel(task)
 
     def _submit_task(
         self,
@@ -354,6 +354,8 @@ class Coordinator(Generic[TaskT, ResultT]):
             check_timeout(timeout)
         if retries or priority:
             check_task_options(retries, priority)
+        if future is None:
+            future = self._binding.loop.create_future()  # type: ignore[union-attr]  # bound by _check_open
         return self._dispatch.submit(task, prefs, timeout, size, retries=retries, priority=priority, future=future)
 
     def call(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Generator, Hashable
-from typing import Any, Generic, TypeVar, final
+from typing import Any, Generic, Protocol, TypeVar, final
 
 from ._task import Task
 
@@ -12,6 +12,12 @@ __all__ = ("JoinHandle",)
 
 R = TypeVar("R")
 S = TypeVar("S")
+
+
+class TaskOwner(Protocol):
+    """What a handle cancels its task through (the coordinator)."""
+
+    def _cancel_task(self, task: Task) -> bool: ...
 
 
 @final
@@ -25,16 +31,18 @@ class JoinHandle(Generic[R]):
     (:meth:`Coordinator.call <procoord.Coordinator.call>` owns its task and does so).
     """
 
-    __slots__ = ("_cancel", "_task", "_transform")
+    __slots__ = ("_owner", "_task", "_transform")
 
     def __init__(
         self,
         task: Task,
-        cancel: Callable[[], bool],
+        owner: TaskOwner,
         transform: Callable[[tuple[Any, Hashable]], R] | None = None,
     ) -> None:
         self._task = task
-        self._cancel = cancel
+        # Holding the coordinator keeps it (and its workers) alive while a handle of
+        # it may still be awaited.
+        self._owner = owner
         self._transform = transform
 
     @property
@@ -67,14 +75,14 @@ class JoinHandle(Generic[R]):
         def transform(pair: tuple[Any, Hashable]) -> S:
             return fn(pair if inner is None else inner(pair))  # type: ignore[arg-type]
 
-        return JoinHandle(self._task, self._cancel, transform)
+        return JoinHandle(self._task, self._owner, transform)
 
     def cancel(self) -> bool:
         """Cancel the task. True when it will not deliver a result: it was still queued
         (it never runs), or it runs an async ``do_work``, which is cancelled inside the
         worker. False when it already finished, or when a sync ``do_work`` is running it
         (that cannot be interrupted; it finishes and its result is delivered)."""
-        return self._cancel()
+        return self._owner._cancel_task(self._task)
 
     def done(self) -> bool:
         """Whether the task has finished (with a result, an error or cancelled)."""
