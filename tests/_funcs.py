@@ -354,6 +354,11 @@ def loaded_modules(_: Any = None) -> list[str]:
     return sorted(name for name in sys.modules if name == "procoord" or name.startswith("procoord."))
 
 
+def is_loaded(name: str) -> bool:
+    """Whether module ``name`` is loaded in this process."""
+    return name in sys.modules
+
+
 class Spawner:
     """Starts processes of its own (``sleep 600``) and ends itself in various ways."""
 

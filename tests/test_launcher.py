@@ -497,11 +497,15 @@ async def test_launcher_and_workers_are_named_in_ps(coord: Coordinator) -> None:
 
 
 async def test_worker_loads_only_the_worker_side(coord: Coordinator) -> None:
-    """Test, in a live worker, that none of the parent's machinery is loaded."""
+    """Test, in a live worker, that none of the parent's machinery is loaded, nor psutil
+    (the load samples read /proc: the launcher starts without it)."""
     await coord.add_worker("w", _funcs.loaded_modules)
     modules, _ = await coord.call(None)
     assert "procoord._worker.core" in modules
     assert not [m for m in modules if m.startswith(PARENT_ONLY)]
+    await coord.add_worker("p", _funcs.is_loaded)
+    assert await coord.call("psutil", TaskPrefs.Required("p")) == (False, "p")
+    assert await coord.call("procoord._worker.core", TaskPrefs.Required("p")) == (True, "p")
 
 
 async def test_import_procoord_is_light() -> None:

@@ -1,5 +1,10 @@
 """A process's name in ``ps`` and control over the processes it starts (Linux; elsewhere
-these do nothing)."""
+these do nothing).
+
+psutil is imported only where it is needed (when a worker ends with processes of its
+own left, or where the kernel has no list of a process's children), so a launcher and
+its workers start without it.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,6 @@ import ctypes
 import os
 import signal
 import sys
-
-import psutil
 
 __all__ = ("become_subreaper", "children", "descendants", "end_descendants", "kill_tree", "set_title")
 
@@ -78,6 +81,8 @@ def children(pid: int) -> list[int]:
             with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
                 found.extend(int(p) for p in f.read().split())
         except FileNotFoundError:
+            import psutil
+
             try:
                 return [p.pid for p in psutil.Process(pid).children()]
             except psutil.Error:
@@ -105,6 +110,8 @@ def end_descendants(grace_s: float) -> None:
         return
     for pid in pids:
         _signal(pid, signal.SIGTERM)
+    import psutil
+
     procs = []
     for pid in pids:
         try:
