@@ -129,6 +129,8 @@ def dumps_parts(obj: Any, what: str, *, snapshot: bool = False) -> list[bytes | 
     makes to the object afterwards (a task may wait in the parent before it is
     written), as with ordinary pickling.
     """
+    if type(obj) in _SCALARS:  # nothing out of band, nothing of __main__
+        return [_checked(pickle.dumps(obj, PROTOCOL), what)]
     buffers: list[tuple[int, Any]] = []
     data = _pickle(obj, what, buffers, _has_big_bytes(obj))
     if not buffers:
@@ -157,22 +159,31 @@ def dumps_parts(obj: Any, what: str, *, snapshot: bool = False) -> list[bytes | 
     return parts
 
 
+_SCALARS = frozenset({int, float, bool, str, type(None)})
+_SEQUENCES = (tuple, list)
+
+
 def _has_big_bytes(obj: Any, depth: int = 2) -> bool:
     """Whether large bytes or a bytearray sit at the top of ``obj`` or in the first
     items of its tuples, lists and dicts, two levels down (where a task's or a result's
     data usually is; deeper ones stay in the stream)."""
     kind = type(obj)
+    if kind in _SCALARS:
+        return False
     if kind is bytes or kind is bytearray:
         return len(obj) >= SHARED_MIN_BYTES
     if not depth:
         return False
-    if kind is tuple or kind is list or isinstance(obj, tuple | list):  # a batch, a named tuple
+    if kind is tuple or kind is list or isinstance(obj, _SEQUENCES):  # a batch, a named tuple
         items = obj[:64]
     elif kind is dict:
         items = list(obj.values())[:64] if len(obj) <= 64 else []
     else:
         return False
-    return any(_has_big_bytes(item, depth - 1) for item in items)
+    for item in items:  # noqa: SIM110 (no generator per call: this runs for every task)
+        if _has_big_bytes(item, depth - 1):
+            return True
+    return False
 
 
 def _lifting_pickler(base: type[pickle.Pickler]) -> type[pickle.Pickler]:
