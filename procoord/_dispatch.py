@@ -271,9 +271,12 @@ class Dispatcher:
         from the shared queue as the balancer decides, then from its own queue again.
         A worker's own tasks of a lower priority than the shared queue's next one wait
         for that second turn."""
-        slots = [s for s in self.slots.values() if s.has_room]
-        if not slots:
+        for slot in self.slots.values():
+            if slot.has_room:
+                break
+        else:
             return  # every window is full (the common case while a burst is issued)
+        slots = [s for s in self.slots.values() if s.has_room]
         shared = self._shared
         if not shared:  # only the workers' own queues to serve
             for slot in slots:
