@@ -94,6 +94,7 @@ RULES: dict[str, set[str]] = {
     "_bulk": {"_misuse", "_options", "_progress", "_task", "errors", "handle", "prefs"},
     "_recycler": {"_dispatch", "_slot", "errors"},
     "_call": set(),
+    "_work_shapes": {"_bulk", "_dispatch", "_ledger", "_options", "_stream", "_task", "_typing", "prefs"},
     "_membership": {"_dispatch", "_recycle", "_shutdown", "_slot", "backends._base", "errors", "processor"},
     "coordinator": {
         "_bulk",
@@ -109,6 +110,7 @@ RULES: dict[str, set[str]] = {
         "_task",
         "_typing",
         "_wire",
+        "_work_shapes",
         "backends._base",
         "backends.local",
         "errors",

@@ -17,7 +17,8 @@ DUNDERS = {"__init__", "__len__", "__contains__"}
 
 
 def _surface(cls: type) -> set[str]:
-    return {n for n in vars(cls) if not n.startswith("_") or n in DUNDERS}
+    own = [k for k in cls.__mro__ if k.__module__.startswith("procoord")]  # with its procoord bases
+    return {n for k in own for n in vars(k) if not n.startswith("_") or n in DUNDERS}
 
 
 MIRRORED = sorted((_surface(Coordinator) - ASYNC_ONLY) & (_surface(BlockingCoordinator) - BLOCKING_ONLY))
