@@ -103,6 +103,7 @@ def test_bench_recycle_scenario(tmp_path: Path) -> None:
     proc = _bench(tmp_path, "--only", "recycle", "--json", "out.json")
     assert proc.returncode == 0, proc.stderr
     report = json.loads((tmp_path / "out.json").read_text())
-    row = _row(report, "map of 2000 no-ops, recycled every 100 (tasks/s)")
+    row = _row(report, "2000 no-op calls, recycled every 100 (tasks/s)")
     assert row["procoord"] > 0 and row["pool"] > 0
     assert row["other"]["name"] == "no recycling" and row["other"]["value"] > 0
+    assert _row(report, "recycles during those calls (max_tasks=100)")["procoord"] >= 0
