@@ -58,7 +58,7 @@ def measure(cfg: BenchConfig, prof: Profiler) -> dict[str, Any]:
     return {
         "tasks": cfg.recycle_tasks,
         "max_tasks": MAX_TASKS,
-        "how": "no-op tasks issued at once: a gather of call (procoord) or apply_async (Pool), after 200 warm-up calls; "
+        "how": "no-op tasks issued at once, a gather of call (procoord) or apply_async (Pool), after 200 warm-ups; "
         "procoord's old process goes on while its replacement starts, so it may run more than max_tasks",
         "procoord": {
             "tasks_per_s": summary(r for r, _ in recycled),
