@@ -53,6 +53,17 @@ def main(argv: list[str] | None = None) -> None:
     seed = "--seed" in args
     tree.set_title("procoord seed" if seed else "procoord launch")
     _Launcher(socket.socket(fileno=fd), seed=seed).serve()
+    # Done: no interpreter teardown (the parent may be waiting for this exit).
+    _flush()
+    os._exit(0)
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
 
 
 def _ignore(signum: int, frame: object) -> None:
@@ -203,11 +214,7 @@ class _Launcher:
         except BaseException:
             traceback.print_exc()
             code = 1
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError, AttributeError):
-                pass
+        _flush()
         return code
 
     # -- reaping --------------------------------------------------------------------
