@@ -108,15 +108,16 @@ async def _procoord_running(cfg: BenchConfig) -> dict[str, Any]:
         await first.add_worker("w", noop)
     t0 = time.perf_counter()
     async with Coordinator() as coord:
-        await asyncio.gather(*(coord.add_worker(f"w{i}", noop) for i in range(cfg.workers)))
+        await asyncio.gather(*(coord.add_worker(f"w{i}", abs) for i in range(cfg.workers)))
         await asyncio.gather(*(coord.call(i, TaskPrefs.Required(f"w{i}")) for i in range(cfg.workers)))
         warm_ms = (time.perf_counter() - t0) * 1000
-        adds = []
+        adds: dict[str, list[float]] = {"builtin": [], "module": []}
         for i in range(cfg.add_worker_runs):
-            t0 = time.perf_counter()
-            await coord.add_worker(f"x{i}", noop)
-            adds.append((time.perf_counter() - t0) * 1000)
-            await coord.remove_worker(f"x{i}")
+            for kind, processor in (("builtin", abs), ("module", noop)):
+                t0 = time.perf_counter()
+                await coord.add_worker(f"x{i}", processor)
+                adds[kind].append((time.perf_counter() - t0) * 1000)
+                await coord.remove_worker(f"x{i}")
         # The crashes are on purpose: keep their warnings out of the report.
         log = logging.getLogger("procoord")
         level, log.level = log.level, logging.ERROR
@@ -124,19 +125,24 @@ async def _procoord_running(cfg: BenchConfig) -> dict[str, Any]:
             restarts = [await _restart_ms(coord, f"r{i}") for i in range(cfg.restart_runs)]
         finally:
             log.setLevel(level)
-    return {"warm_ms": warm_ms, "add_worker_ms": adds, "restart_ms": restarts}
+    return {
+        "warm_ms": warm_ms,
+        "add_worker_ms": adds["builtin"],
+        "add_module_ms": adds["module"],
+        "restart_ms": restarts,
+    }
 
 
 async def _restart_ms(coord: Coordinator, ident: str) -> float:
     """Milliseconds from the SIGKILL of a fresh worker to its next result."""
-    await coord.add_worker(ident, noop)
+    await coord.add_worker(ident, abs)
     await coord.call(0, TaskPrefs.Required(ident))
     pid = (await worker_pids(coord))[ident]
     t0 = time.perf_counter()
     os.kill(pid, signal.SIGKILL)
     for _ in range(3):
         try:
-            await coord.call(1, TaskPrefs.Required(ident))
+            await coord.call(-1, TaskPrefs.Required(ident))
             break
         except WorkerLostError:
             continue  # sent before the death was seen; the next one waits for the restart
@@ -177,6 +183,7 @@ def measure(cfg: BenchConfig, prof: Profiler) -> dict[str, Any]:
         for which, values in warm.items():
             values.append(_stdlib_running(cfg, which))
     adds = [sorted(r["add_worker_ms"]) for r in running]
+    module_adds = [sorted(r["add_module_ms"]) for r in running]
     restarts = [sorted(r["restart_ms"]) for r in running]
     return {
         "how": {
@@ -185,8 +192,9 @@ def measure(cfg: BenchConfig, prof: Profiler) -> dict[str, Any]:
             "import": "python -c 'import procoord', ms to exit, next to python -c pass",
             "memory": f"the same programs; RSS / USS (psutil memory_full_info) of the idle workers {IDLE_S} s later",
             "warm": "a second pool in a running process, to a result from each of 2 workers",
-            "add_worker": "add_worker next to a running worker, then remove_worker (not timed)",
-            "restart": "SIGKILL of a fresh worker to its next result (Required), restart on",
+            "add_worker": "add_worker next to a running worker, then remove_worker (not timed); the processor "
+            "a builtin (the launcher's own cost), or a function from a module (the worker also imports it)",
+            "restart": "SIGKILL of a fresh worker (a builtin processor) to its next result (Required), restart on",
         },
         "program": {k: {key: summary(v) for key, v in d.items() if v} for k, d in programs.items()},
         "memory": {k: {key: summary(d[key]) for key in ("rss_mib", "uss_mib")} for k, d in memory.items()},
@@ -195,6 +203,7 @@ def measure(cfg: BenchConfig, prof: Profiler) -> dict[str, Any]:
         "warm_ms": {"procoord": summary(r["warm_ms"] for r in running)} | {k: summary(v) for k, v in warm.items()},
         "add_worker_p50_ms": summary(percentile(a, 0.5) for a in adds),
         "add_worker_max_ms": summary(a[-1] for a in adds),
+        "add_worker_module_p50_ms": summary(percentile(a, 0.5) for a in module_adds),
         "restart_p50_ms": summary(percentile(r, 0.5) for r in restarts),
     }
 
@@ -223,6 +232,7 @@ def rows(fig: dict[str, Any], cfg: BenchConfig) -> list[Row]:
         _row("python -c 'import procoord' (ms)", fig["import_ms"], other=bare),
         _row(f"new pool in a running process, {w} workers (ms)", warm["procoord"], warm["ppe"], warm["pool"]),
         _row("add_worker on a running coordinator, p50 (ms)", fig["add_worker_p50_ms"]),
+        _row("add_worker, processor from a module, p50 (ms)", fig["add_worker_module_p50_ms"]),
         _row("restart after SIGKILL, to next result, p50 (ms)", fig["restart_p50_ms"]),
         _row("USS per idle worker (MiB)", uss[0], uss[1], uss[2]),
         _row("RSS per idle worker (MiB)", rss[0], rss[1], rss[2]),
