@@ -227,12 +227,14 @@ async def _start_tree_script(tmp_path: Path) -> tuple[asyncio.subprocess.Process
     assert len(pids) == 5, line
     launcher = psutil.Process(pids[0])
     assert LAUNCHER_MODULE in launcher.cmdline()
-    return proc, pids
+    spares = [child.pid for child in launcher.children() if child.pid not in pids]
+    assert len(spares) == 1, spares  # the fork waiting to be the next worker
+    return proc, [*pids, *spares]
 
 
 async def test_parent_sigkill_ends_launcher_workers_and_their_children(tmp_path: Path) -> None:
-    """Test that SIGKILL of the coordinator's process ends the launcher, every worker and
-    the processes the workers started (also one in a session of its own)."""
+    """Test that SIGKILL of the coordinator's process ends the launcher, its spare, every
+    worker and the processes the workers started (also one in a session of its own)."""
     proc, pids = await _start_tree_script(tmp_path)
     proc.send_signal(signal.SIGKILL)
     await proc.wait()
@@ -457,6 +459,48 @@ async def test_out_of_file_descriptors(coord: Coordinator) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     await coord.add_worker("b", _funcs.double)
     assert await coord.call(4, TaskPrefs.Required("b")) == (8, "b")
+
+
+async def _spare_of(launcher: psutil.Process) -> int:
+    """The launcher's spare, once it is there (it is forked after each start)."""
+    deadline = asyncio.get_running_loop().time() + DEADLOCK_TIMEOUT
+    while True:
+        spares = [c.pid for c in launcher.children() if _name(c) == "procoord spare"]
+        if len(spares) == 1:
+            return spares[0]
+        assert asyncio.get_running_loop().time() < deadline, spares
+        await asyncio.sleep(0.01)  # wait-ok: no event tells of a fork in another process
+
+
+def _name(proc: psutil.Process) -> str:
+    try:
+        return proc.name()
+    except psutil.Error:
+        return ""
+
+
+async def test_the_spare_becomes_the_next_worker_and_ends_with_its_launcher() -> None:
+    """Test the launcher's spare (a fork made ahead of the next add_worker): the next
+    worker is that process, a new spare waits after it, a spare killed is replaced by a
+    direct fork, and closing the backend ends the spare with the launcher."""
+    backend = LocalBackend()
+    async with Coordinator(backend=backend) as coord:
+        await coord.add_worker("a", _funcs.Spawner())
+        launcher = await _launcher_of(coord, "a")
+
+        spare = await _spare_of(launcher)
+        await coord.add_worker("b", _funcs.Spawner())
+        (pid_b, _, _, _), _ = await coord.call(("ids", None), TaskPrefs.Required("b"))
+        assert pid_b == spare
+        next_spare = await _spare_of(launcher)
+        os.kill(next_spare, signal.SIGKILL)
+        assert await _gone([next_spare])
+        await coord.add_worker("c", _funcs.Spawner())
+        (pid_c, _, _, _), _ = await coord.call(("ids", None), TaskPrefs.Required("c"))
+        assert pid_c != next_spare
+        last_spare = await _spare_of(launcher)
+        backend.close()
+        assert await _gone([launcher.pid, last_spare])
 
 
 # -- environment ----------------------------------------------------------------------

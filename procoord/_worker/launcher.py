@@ -12,6 +12,10 @@ FORK_LAUNCHER request, a launcher of the same clean state for one backend, in a 
 milliseconds instead of a fresh interpreter's start. A forked launcher leads a session
 of its own; one that dies or stops affects neither the seed nor the other launchers.
 
+A launcher keeps one spare: a fork made ahead of the next SPAWN request, already in a
+session of its own, that only waits on a socket for the worker's pipe ends; a request
+hands them over and forks the next spare, so a worker's start does not wait for a fork.
+
 Each worker leads a session (and process group) of its own, and the launcher is a
 subreaper: whatever a worker leaves behind when it ends (its process group, and
 processes that left it with ``setsid``) is ended when the launcher reaps the worker,
@@ -29,6 +33,7 @@ import socket
 import sys
 import time
 import traceback
+from typing import NamedTuple
 
 from ..errors import describe_limit
 from . import pipe, protocol, tree
@@ -70,12 +75,20 @@ def _ignore(signum: int, frame: object) -> None:
     pass
 
 
+class _Spare(NamedTuple):
+    """A fork waiting to become the next worker, and the launcher's end of its socket."""
+
+    pid: int
+    sock: socket.socket
+
+
 class _Launcher:
     def __init__(self, sock: socket.socket, *, seed: bool) -> None:
         self.sock = sock
         # The seed's children are launchers: when one ends, what it started lives on.
         self.seed = seed
         self.workers: set[int] = set()
+        self.spare: _Spare | None = None
         self.me = os.getpid()
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
@@ -95,6 +108,8 @@ class _Launcher:
         watcher = select.poll()
         watcher.register(self.sock.fileno(), 1)  # POLLIN
         watcher.register(self.wake_r, 1)
+        if not self.seed:
+            self._fork_spare()
         while True:
             for fd, _events in watcher.poll():
                 if fd == self.wake_r:
@@ -128,26 +143,100 @@ class _Launcher:
                 os.close(fd)
             exc = OSError(24, "the launcher could not receive the worker's pipes")  # EMFILE
             return self._reply(protocol.encode_spawn_failed(record.request, exc.errno or 0, describe_limit(exc)))
-        return self._spawn(record, fds[0], fds[1])
+        return self._spawn(record, data, fds[0], fds[1])
 
-    def _spawn(self, record: Spawn, rfd: int, wfd: int) -> bool:
-        gc.freeze()
-        try:
-            pid = os.fork()
-        except OSError as exc:
-            os.close(rfd)
-            os.close(wfd)
-            return self._reply(protocol.encode_spawn_failed(record.request, exc.errno or 0, describe_limit(exc)))
-        if pid == 0:
-            code = 1
+    def _spawn(self, record: Spawn, data: bytes, rfd: int, wfd: int) -> bool:
+        pid = self._hand_to_spare(data, rfd, wfd)
+        if pid is None:
+            gc.freeze()
             try:
-                code = self._become_worker(record, rfd, wfd)
-            finally:
-                os._exit(code)
+                pid = os.fork()
+            except OSError as exc:
+                os.close(rfd)
+                os.close(wfd)
+                return self._reply(protocol.encode_spawn_failed(record.request, exc.errno or 0, describe_limit(exc)))
+            if pid == 0:
+                code = 1
+                try:
+                    self._leave()
+                    code = self._become_worker(record, rfd, wfd)
+                finally:
+                    os._exit(code)
         os.close(rfd)
         os.close(wfd)
         self.workers.add(pid)
-        return self._reply(protocol.encode_spawned(record.request, pid))
+        answered = self._reply(protocol.encode_spawned(record.request, pid))
+        if answered and self.spare is None:
+            self._fork_spare()
+        return answered
+
+    # -- the spare ------------------------------------------------------------------
+
+    def _fork_spare(self) -> None:
+        """Fork the next spare; without one (out of descriptors or processes) the next
+        request forks its worker itself."""
+        try:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        except OSError:
+            return
+        gc.freeze()
+        try:
+            pid = os.fork()
+        except OSError:
+            ours.close()
+            theirs.close()
+            return
+        if pid == 0:
+            code = 1
+            try:
+                ours.close()
+                code = self._wait_as_spare(theirs)
+            finally:
+                os._exit(code)
+        theirs.close()
+        self.spare = _Spare(pid, ours)
+
+    def _hand_to_spare(self, data: bytes, rfd: int, wfd: int) -> int | None:
+        """Give a SPAWN request and its pipe ends to the spare; its pid, or None when
+        there is no spare (or it is gone)."""
+        spare, self.spare = self.spare, None
+        if spare is None:
+            return None
+        try:
+            socket.send_fds(spare.sock, [data], [rfd, wfd])
+        except OSError:
+            _kill(spare.pid)  # reaped with the others; it was never a worker
+            return None
+        finally:
+            spare.sock.close()
+        return spare.pid
+
+    def _drop_spare(self) -> None:
+        spare, self.spare = self.spare, None
+        if spare is not None:
+            spare.sock.close()
+            _kill(spare.pid)
+
+    def _wait_as_spare(self, sock: socket.socket) -> int:
+        """In the spare: wait for a SPAWN request and become its worker. Returns the
+        exit code (0 when the launcher went first)."""
+        self._leave()
+        tree.set_title("procoord spare")  # its command line stays the launcher's until it is a worker
+        try:
+            data, fds, _, _ = socket.recv_fds(sock, protocol.MAX_RECORD, 2)
+        except OSError:
+            return 0
+        finally:
+            sock.close()
+        try:
+            record = protocol.decode(data) if data and len(fds) == 2 else None
+        except ValueError:
+            record = None
+        if not isinstance(record, Spawn):
+            for fd in fds:
+                os.close(fd)
+            return 0
+        return self._become_worker(record, fds[0], fds[1])
 
     def _fork_launcher(self, record: ForkLauncher, fd: int) -> bool:
         gc.freeze()
@@ -160,7 +249,6 @@ class _Launcher:
             code = 1
             try:
                 self._leave()
-                os.setsid()
                 _Launcher(socket.socket(fileno=fd), seed=False).serve()
                 code = 0
             except BaseException:
@@ -172,12 +260,18 @@ class _Launcher:
         return self._reply(protocol.encode_spawned(record.request, pid))
 
     def _leave(self) -> None:
-        """In a fork: let go of this launcher's socket, wake-up pipe and SIGCHLD handler."""
+        """In a fork: let go of this launcher's socket, wake-up pipe, spare and SIGCHLD
+        handler, and lead a session of its own."""
         self.sock.close()
+        if self.spare is not None:
+            self.spare.sock.close()
         signal.set_wakeup_fd(-1)
         os.close(self.wake_r)
         os.close(self.wake_w)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        os.setsid()
+        if not self.seed:
+            tree.become_subreaper()
 
     def _reply(self, data: bytes) -> bool:
         try:
@@ -189,18 +283,14 @@ class _Launcher:
     # -- in the forked worker ---------------------------------------------------------
 
     def _become_worker(self, record: Spawn, rfd: int, wfd: int) -> int:
-        """Turn the fork into a worker: its own session, the parent's environment, then
-        the worker's loop. Returns its exit code."""
-        self._leave()
-        os.setsid()
-        tree.become_subreaper()
+        """Turn a fork that has left the launcher into a worker: the parent's
+        environment, then the worker's loop. Returns its exit code."""
         tree.set_title(record.name, record.title)
         try:
             setup = protocol.read_setup(rfd)
         except EOFError:
             return 0  # the parent gave up on this worker before it was set up
-        os.environ.clear()
-        os.environ.update(setup.environ)
+        _set_environ(setup.environ)
         sys.path[:] = setup.sys_path
         try:
             os.chdir(setup.cwd)
@@ -229,6 +319,9 @@ class _Launcher:
             if info is None:
                 return
             pid = info.si_pid
+            if self.spare is not None and pid == self.spare.pid:
+                self.spare.sock.close()
+                self.spare = None
             if pid in self.workers and not self.seed:
                 # The worker is a zombie, so its pid (the group's id) is not reused yet.
                 _killpg(pid)
@@ -244,8 +337,9 @@ class _Launcher:
 
     def _end_orphans(self) -> None:
         """End children that are not workers: processes orphaned by a worker that ended."""
+        spare = None if self.spare is None else self.spare.pid
         for child in tree.children(self.me):
-            if child not in self.workers:
+            if child not in self.workers and child != spare:
                 tree.kill_tree(child)
 
     def _shutdown(self) -> None:
@@ -253,6 +347,7 @@ class _Launcher:
         seed's launchers hear of it on their own sockets)."""
         if self.seed:
             return
+        self._drop_spare()
         signal.alarm(SHUTDOWN_LIMIT_S)  # a backstop: SIGALRM's default ends the launcher
         for pid in self.workers:
             try:
@@ -277,6 +372,23 @@ class _Launcher:
                 return
             except InterruptedError:
                 continue
+
+
+def _set_environ(wanted: dict[str, str]) -> None:
+    """Make os.environ ``wanted``, touching only what differs (each change is a call
+    into the C library)."""
+    for key in [key for key in os.environ if key not in wanted]:
+        del os.environ[key]
+    for key, value in wanted.items():
+        if os.environ.get(key) != value:
+            os.environ[key] = value
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
 
 
 def _killpg(pgid: int) -> None:
