@@ -440,6 +440,28 @@ async def test_seed_that_dies_or_stops_is_replaced(how: str) -> None:
     assert await _gone([seed.pid])
 
 
+async def test_a_start_cancelled_while_its_launcher_is_forked_leaves_no_launcher() -> None:
+    """Test an add_worker cancelled while the seed forks its launcher (the seed stopped
+    meanwhile): the launcher forked after all is let go of and ends, nothing leaks."""
+    async with Coordinator() as first:
+        await first.add_worker("a", _funcs.Spawner())
+        seed = psutil.Process((await _launcher_of(first, "a")).ppid())
+        before = {c.pid for c in seed.children()}
+        seed.suspend()
+        try:
+            async with Coordinator(backend=LocalBackend(ready_timeout=30.0)) as second:
+                with pytest.raises(TimeoutError):
+                    await asyncio.wait_for(second.add_worker("b", _funcs.Spawner()), 0.5)
+        finally:
+            seed.resume()
+        # The seed answers requests in turn: once this one is served, so was the first.
+        async with Coordinator() as third:
+            await third.add_worker("c", _funcs.Spawner())
+            kept = before | {(await _launcher_of(third, "c")).pid}
+            unclaimed = [c.pid for c in seed.children() if c.pid not in kept]
+            assert await _gone(unclaimed)
+
+
 async def test_out_of_file_descriptors(coord: Coordinator) -> None:
     """Test add_worker with no file descriptor left: WorkerStartError naming the limit,
     and the next add_worker works once descriptors are free again."""

@@ -73,12 +73,25 @@ def _release(sock: socket.socket, proc: subprocess.Popen[bytes] | None) -> None:
 async def open_launcher(loop: asyncio.AbstractEventLoop, timeout_s: float) -> Launcher:
     """A new launcher for one backend on ``loop``: forked from the seed, or a fresh
     interpreter if the seed does not answer."""
-    forked = await asyncio.to_thread(fork_launcher, timeout_s)
+    forking = loop.run_in_executor(None, fork_launcher, timeout_s)
+    try:
+        forked = await asyncio.shield(forking)
+    except asyncio.CancelledError:
+        forking.add_done_callback(_let_go_unclaimed)  # its end of file then ends it
+        raise
     if forked is None:
         proc, sock = start_launcher()
         return Launcher(loop, sock, proc.pid, proc)
     sock, pid = forked
     return Launcher(loop, sock, pid, None)
+
+
+def _let_go_unclaimed(forking: asyncio.Future[tuple[socket.socket, int] | None]) -> None:
+    """A launcher forked for a start that was cancelled meanwhile: close our end."""
+    if not forking.cancelled() and forking.exception() is None:
+        forked = forking.result()
+        if forked is not None:
+            forked[0].close()
 
 
 # Every launcher of this process not yet let go of.
