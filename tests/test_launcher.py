@@ -525,6 +525,39 @@ async def test_the_spare_becomes_the_next_worker_and_ends_with_its_launcher() ->
         assert await _gone([launcher.pid, last_spare])
 
 
+PIDS_CGROUPS = Path("/sys/fs/cgroup/pids")
+
+
+async def test_out_of_processes(coord: Coordinator) -> None:
+    """Test add_worker when the launcher can fork no more (its pids cgroup is full):
+    WorkerStartError naming the limit, and the next add_worker works once the limit
+    allows. (As root RLIMIT_NPROC does not apply, so a pids cgroup sets the limit.)"""
+    await coord.add_worker("a", _funcs.double)
+    launcher = await _launcher_of(coord, "a")
+    await _spare_of(launcher)
+    group = PIDS_CGROUPS / f"procoord-test-{os.getpid()}"
+    try:
+        group.mkdir()
+        (group / "pids.max").write_text("1")
+        (group / "cgroup.procs").write_text(str(launcher.pid))
+    except OSError as exc:
+        if group.exists():
+            group.rmdir()
+        pytest.skip(f"no pids cgroup to limit the launcher with: {exc}")
+    try:
+        await coord.add_worker("b", _funcs.double)  # the spare, forked before the limit
+        with pytest.raises(WorkerStartError, match=r"cannot fork another process.*limits"):
+            await coord.add_worker("c", _funcs.double)
+        (group / "pids.max").write_text("max")
+        await coord.add_worker("c", _funcs.double)
+        assert await coord.call(4, TaskPrefs.Required("c")) == (8, "c")
+        await _spare_of(launcher)  # forked into the group too: moved out with the rest
+    finally:
+        for pid in (group / "cgroup.procs").read_text().split():
+            (PIDS_CGROUPS / "cgroup.procs").write_text(pid)
+        group.rmdir()
+
+
 # -- environment ----------------------------------------------------------------------
 
 
