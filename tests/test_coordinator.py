@@ -181,7 +181,7 @@ async def test_any_avoids_slow_worker() -> None:
     """Test that Any sends most of a burst to the faster worker (score = queue x EWMA)."""
     async with Coordinator() as coord:
         await coord.add_worker("fast", functools.partial(_funcs.spin_then, 0.002))
-        await coord.add_worker("slow", functools.partial(_funcs.spin_then, 0.016))
+        await coord.add_worker("slow", functools.partial(_funcs.spin_then, 0.032))  # 16x slower
         handles = [await coord.run(i) for i in range(200)]
         counts: dict[str, int] = {"fast": 0, "slow": 0}
         for h in handles:

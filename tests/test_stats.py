@@ -9,7 +9,9 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Coroutine, Hashable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,6 +51,16 @@ async def test_stats_fields_and_exact_counts(coord: Coordinator) -> None:
     assert (await coord.stats())["w"].rss_bytes > 5 * 2**20
 
 
+def _answered_at_once(stats: Coroutine[Any, Any, dict[Hashable, WorkerStats]]) -> dict[Hashable, WorkerStats]:
+    """The value of a ``stats()`` coroutine that must finish without ever waiting."""
+    try:
+        stats.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    stats.close()
+    raise AssertionError("stats() waited for something")
+
+
 async def test_stats_while_every_worker_burns_cpu(beacons: BeaconFactory, tmp_path: Path) -> None:
     """Test that stats() answers at once while all workers run CPU-bound tasks, showing them busy."""
     cores = os.cpu_count() or 1
@@ -59,19 +71,15 @@ async def test_stats_while_every_worker_burns_cpu(beacons: BeaconFactory, tmp_pa
         starts = [beacons() for _ in range(cores)]
         handles = [await coord.run((b.path, str(stop)), TaskPrefs.Required(i)) for i, b in enumerate(starts)]
         await asyncio.gather(*(b.wait() for b in starts))
-        latencies = []
         peak = dict.fromkeys(range(cores), 0.0)
         async with asyncio.timeout(DEADLOCK_TIMEOUT):
             while min(peak.values()) <= 50:
-                t0 = time.perf_counter()
-                stats = await coord.stats()
-                latencies.append(time.perf_counter() - t0)
+                stats = _answered_at_once(coord.stats())
                 assert all(s.state == "busy" and s.in_flight == 1 and s.queue_len == 1 for s in stats.values())
                 for i, s in stats.items():
                     peak[i] = max(peak[i], s.cpu_percent)  # type: ignore[index]
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.05)  # wait-ok: the pace of sampling, not a wait for an event
         stop.touch()
-        assert max(latencies) < 0.5  # generous: it never waits on a worker
         assert [(await h)[0] for h in handles] == ["spun"] * cores
 
 
