@@ -37,6 +37,7 @@ from itertools import islice, repeat
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, Unpack, final
 
+from ._loops import AsyncLoopView
 from ._misuse import async_for_needed
 from ._options import MapOptions, check_options
 from ._progress import ProgressBar, open_bar
@@ -204,8 +205,10 @@ class MapIterator(Generic[T]):
 
     # -- iteration ------------------------------------------------------------------
 
-    def __aiter__(self) -> MapIterator[T]:
-        return self
+    def __aiter__(self) -> AsyncLoopView[T]:
+        # The loop's own view: leaving the loop early closes the map, even while the
+        # map is held in a variable (see procoord._loops).
+        return AsyncLoopView(self)
 
     if not TYPE_CHECKING:  # a plain `for` by mistake: an error that names `async for`
 
@@ -426,7 +429,10 @@ class MapIterator(Generic[T]):
         self.close()
 
     def __del__(self) -> None:
-        # Dropped without being closed (a ``break`` out of ``async for``): cancel what it
+        self._drop()
+
+    def _drop(self) -> None:
+        # Left early by its loop, or dropped without being closed: cancel what it
         # queued, on the loop's own thread, without keeping this object alive.
         if getattr(self, "_closed", True):
             return

@@ -26,6 +26,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, final
 
 from . import _wire
+from ._loops import AsyncLoopView
 from ._misuse import async_for_needed
 from ._task import Task
 
@@ -97,8 +98,10 @@ class StreamIterator(AsyncIterator[T]):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
 
-    def __aiter__(self) -> StreamIterator[T]:
-        return self
+    def __aiter__(self) -> AsyncLoopView[T]:
+        # The loop's own view: leaving the loop early closes the stream, even while
+        # the stream is held in a variable (see procoord._loops).
+        return AsyncLoopView(self)
 
     if not TYPE_CHECKING:  # a plain `for` by mistake: an error that names `async for`
 
@@ -202,8 +205,11 @@ class StreamIterator(AsyncIterator[T]):
         self.close()
 
     def __del__(self) -> None:
-        # Dropped without being closed (a ``break`` out of ``async for``): cancel the
-        # task, on the loop's own thread.
+        self._drop()
+
+    def _drop(self) -> None:
+        # Left early by its loop, or dropped without being closed: cancel the task, on
+        # the loop's own thread.
         if getattr(self, "_closed", True):
             return
         task, loop = self._task, self._loop

@@ -37,6 +37,7 @@ from typing import Any, Generic, Literal, Self, TypeVar, Unpack, final, overload
 
 from ._bulk import MapIterator
 from ._loop_thread import LoopThread, finalize
+from ._loops import LoopView
 from ._options import CoordinatorOptions, MapOptions
 from ._stream import StreamIterator
 from ._typing import ResultT, TaskT
@@ -389,8 +390,10 @@ class BlockingMapIterator(Iterator[T]):
         self._owner = owner
         self._aiter: MapIterator[T] | StreamIterator[T] | None = aiter_
 
-    def __iter__(self) -> BlockingMapIterator[T]:
-        return self
+    def __iter__(self) -> LoopView[T]:
+        # The loop's own view: leaving the loop early closes this iterator, even while
+        # it is held in a variable (see procoord._loops).
+        return LoopView(self)
 
     def __next__(self) -> T:
         aiter_ = self._aiter

@@ -206,12 +206,13 @@ async def test_map_raises_an_error_of_its_input(coord: Coordinator) -> None:
 # -- cancellation ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("how", ["break", "aclose", "drop"])
+@pytest.mark.parametrize("how", ["break", "break_held", "aclose", "drop"])
 @pytest.mark.parametrize("ordered", [True, False], ids=["ordered", "unordered"])
 async def test_leaving_map_early_cancels_queued_tasks(
     coord: Coordinator, beacons: BeaconFactory, how: str, ordered: bool
 ) -> None:
-    """Test that leaving the loop early (break, aclose, dropping it) cancels queued tasks: they never run."""
+    """Test that leaving the loop early (break, also while the map is held in a variable;
+    aclose; dropping it) cancels queued tasks: they never run."""
     await coord.add_worker("w", _funcs.Counter())
     started, release = beacons(), beacons()
     hold = ("hold", started.path, release.path)
@@ -227,6 +228,12 @@ async def test_leaving_map_early_cancels_queued_tasks(
             assert result == 0
             await started.wait()  # the worker runs the held task; the rest are queued
             break
+    elif how == "break_held":
+        held = coord.map(items(), ordered=ordered, window=8)
+        async for result, _ in held:
+            await started.wait()
+            break
+        assert held.closed
     else:
         results = coord.map(items(), ordered=ordered, window=8)
         assert (await anext(results))[0] == 0

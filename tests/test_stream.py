@@ -95,6 +95,29 @@ async def test_break_closes_the_generator_in_the_worker(scoord: Coordinator) -> 
     assert yielded <= 11 + STREAM_CREDIT
 
 
+async def test_leaving_the_loop_closes_a_stream_held_in_a_variable(scoord: Coordinator) -> None:
+    """Test that a break, or an exception in the loop's body, cancels the task in the
+    worker even while the stream is still referenced (held in a variable): the worker
+    takes its next task."""
+    parts = scoord.stream(("count", 10_000_000), W)
+    async with asyncio.timeout(DEADLOCK_TIMEOUT):
+        async for part in parts:
+            if part == 3:
+                break
+        yielded, closed = await _report(scoord)
+    assert closed and yielded <= 4 + STREAM_CREDIT
+    assert parts.closed
+    again = scoord.stream(("count", 10_000_000), W)
+    with pytest.raises(_funcs.Boom):
+        async with asyncio.timeout(DEADLOCK_TIMEOUT):
+            async for part in again:
+                if part == 2:
+                    raise _funcs.Boom("consumer")
+    async with asyncio.timeout(DEADLOCK_TIMEOUT):
+        assert (await _report(scoord))[1] is True
+    assert again.closed
+
+
 async def test_an_error_in_the_consumer_closes_the_generator(scoord: Coordinator) -> None:
     """Test that an exception raised in the loop's body cancels the task."""
     with pytest.raises(_funcs.Boom):
@@ -281,6 +304,20 @@ def test_blocking_stream() -> None:
             for part in bc.stream(("fail_after", 2), W):
                 got.append(part)
         assert got == [0, 1]
+
+
+def test_blocking_break_closes_a_stream_held_in_a_variable() -> None:
+    """Test that a break out of a ``for`` over BlockingCoordinator.stream cancels the
+    task in the worker while the iterator is still referenced."""
+    with BlockingCoordinator() as bc:
+        bc.add_worker("w", _stream_funcs.SyncStreamer())
+        parts = bc.stream(("count", 10_000_000), W)
+        for part in parts:
+            if part == 2:
+                break
+        [(yielded, closed)], _ = bc.run(("report", None), W).result(timeout=DEADLOCK_TIMEOUT)
+        assert closed and yielded <= 3 + STREAM_CREDIT
+        assert list(parts) == []
 
 
 def test_example_runs() -> None:
