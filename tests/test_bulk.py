@@ -230,7 +230,7 @@ async def test_leaving_map_early_cancels_queued_tasks(
             break
     elif how == "break_held":
         held = coord.map(items(), ordered=ordered, window=8)
-        async for result, _ in held:
+        async for _result, _ in held:
             await started.wait()
             break
         assert held.closed

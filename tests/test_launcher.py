@@ -585,11 +585,14 @@ async def test_env_per_worker(coord: Coordinator, monkeypatch: pytest.MonkeyPatc
 
 
 async def test_launcher_and_workers_are_named_in_ps(coord: Coordinator) -> None:
-    """Test that the launcher's command line names procoord and its role, and each
-    worker's command line and process name say its ident."""
+    """Test that the launcher's and the seed's command lines and names say procoord and
+    their role, and each worker's command line and process name say its ident."""
     await coord.add_worker("w1", _funcs.double)
     launcher = await _launcher_of(coord, "w1")
     assert launcher.cmdline()[1:3] == ["-m", LAUNCHER_MODULE]
+    assert launcher.name() == "procoord launch" and "--seed" not in launcher.cmdline()
+    seed = psutil.Process(launcher.ppid())  # the launcher was forked from the seed
+    assert seed.name() == "procoord seed" and "--seed" in seed.cmdline()
     worker = psutil.Process((await coord.stats())["w1"].pid)
     assert " ".join(worker.cmdline()).startswith(f"{WORKER_TITLE} w1 ")
     assert worker.name() == "procoord w1"

@@ -249,6 +249,7 @@ class _Launcher:
             code = 1
             try:
                 self._leave()
+                tree.set_title("procoord launch", _launcher_title(sys.orig_argv))
                 _Launcher(socket.socket(fileno=fd), seed=False).serve()
                 code = 0
             except BaseException:
@@ -372,6 +373,16 @@ class _Launcher:
                 return
             except InterruptedError:
                 continue
+
+
+def _launcher_title(seed_argv: list[str]) -> str:
+    """A forked launcher's command line: the seed's, without ``--seed`` and ``--fd``
+    (its socket came another way)."""
+    args = [arg for arg in seed_argv if arg != "--seed"]
+    if "--fd" in args:
+        at = args.index("--fd")
+        del args[at : at + 2]
+    return " ".join(args)
 
 
 def _set_environ(wanted: dict[str, str]) -> None:
