@@ -235,7 +235,7 @@ class Dispatcher:
                 elif slot.routable:
                     slot.requeue(task)
                 else:
-                    self.task_finished(task, error=_never_ran(slot))
+                    self.task_finished(task, error=_never_ran(slot, task))
             else:
                 self._shared.appendleft(task)
         self._fail_unroutable()
@@ -244,7 +244,7 @@ class Dispatcher:
         """A worker will not be restarted: fail what only it could run."""
         for task in slot.take_queued():
             if type(task.prefs) is Required:
-                self.task_finished(task, error=_never_ran(slot))
+                self.task_finished(task, error=_never_ran(slot, task))
             else:
                 self._shared.append(task)
         self._fail_unroutable()
@@ -319,7 +319,18 @@ class Dispatcher:
         return f"<Dispatcher workers={len(self.slots)} shared={len(self._shared)} unfinished={self.ledger.unfinished}>"
 
 
-def _never_ran(slot: WorkerSlot) -> WorkerLostError:
+def _never_ran(slot: WorkerSlot, task: Task | None = None) -> WorkerLostError:
+    """The error of a task bound to a worker that failed for good; one that waited to
+    run again (``retries``) ran before."""
+    if task is not None and task.attempts > 1:
+        slot.counts.retries -= 1  # counted when it was lost; it does not run again
+        return WorkerLostError(
+            slot.ident,
+            slot.pid,
+            None,
+            "the task was lost with it, and it is not run again: the worker failed and is not restarted",
+            attempts=task.attempts - 1,
+        )
     return WorkerLostError(slot.ident, slot.pid, None, "the worker failed and is not restarted", ran=False)
 
 

@@ -11,7 +11,8 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 
 from ._task import Task
-from .errors import WorkerLostError, describe_exit
+from .errors import TaskTimeoutError, WorkerLostError, describe_exit
+from .prefs import Required
 
 __all__ = ("Loss", "describe_death", "settle_loss")
 
@@ -38,23 +39,32 @@ def settle_loss(
     *,
     stopping: bool,
     killed_by: str,
+    restarts: bool = True,
 ) -> Loss:
     """Decide for the tasks in flight on a lost worker (running first) and the one that
     timed out on it, if any. ``stopping``: it was told to stop; ``killed_by``: what in
-    procoord ended it on purpose ("" when it died)."""
+    procoord ended it on purpose ("" when it died); ``restarts``: it is restarted (a
+    Required task that may run again only there then fails instead)."""
     loss = Loss()
     if timed_out is not None and not timed_out.done():
-        loss.retried.append(timed_out)  # timed out, to run again (its worker was killed for it)
+        if restarts or type(timed_out.prefs) is not Required:
+            loss.retried.append(timed_out)  # timed out, to run again (its worker was killed for it)
+        else:
+            timeout = TaskTimeoutError(ident, timed_out.timeout or 0.0, timed_out.attempts)
+            loss.failed.append((timed_out, timeout))
     if not inflight or (timed_out is not None and not stopping):
         loss.rerouted = inflight
         return loss
     running, loss.rerouted = inflight[0], inflight[1:]
     loss.running = running
     # Killed on purpose while it stopped (close's deadline): that is no crash to retry.
-    if running.may_retry() and not (stopping and killed_by):
+    may_retry = running.may_retry() and not (stopping and killed_by)
+    if may_retry and (restarts or type(running.prefs) is not Required):
         loss.retried.append(running)
         return loss
     detail = "while it stopped" if stopping else "the task running on it was lost"
+    if may_retry:
+        detail += "; it is not run again: the worker is not restarted"
     error = WorkerLostError(ident, pid, exitcode, detail, killed_by, attempts=running.attempts)
     loss.failed.append((running, error))
     return loss

@@ -338,8 +338,21 @@ class WorkerSlot(SlotLife):
         timed_out, self._timed_out = self._timed_out, None
         killed_by, self._killed_by = self._killed_by, ""
         stopping = self.state == "stopping"
+        delay = None
+        if not stopping:
+            now = time.monotonic()
+            if timed_out is None:
+                self.restart_policy.crashed(now)
+            delay = self.restart_policy.next_delay(now)
         loss = settle_loss(
-            self.ident, channel_pid, exitcode, inflight, timed_out, stopping=stopping, killed_by=killed_by
+            self.ident,
+            channel_pid,
+            exitcode,
+            inflight,
+            timed_out,
+            stopping=stopping,
+            killed_by=killed_by,
+            restarts=delay is not None,
         )
         for task, error in loss.failed:
             self.failed += 1
@@ -360,9 +373,7 @@ class WorkerSlot(SlotLife):
         queued = self._queue.drain()
         movable = loss.retried + loss.rerouted + [t for t in queued if type(t.prefs) is not Required]
         self._queue.extend([t for t in queued if type(t.prefs) is Required])
-        if timed_out is None:
-            self.restart_policy.crashed(time.monotonic())
-        self._after_loss(exitcode)
+        self._after_loss(delay)
         if movable:
             self.owner.reroute(movable, self)
         self.owner.pump()

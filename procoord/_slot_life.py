@@ -217,8 +217,9 @@ class SlotLife(ABC):
 
     # -- restart --------------------------------------------------------------------
 
-    def _after_loss(self, exitcode: int | None) -> None:
-        delay = self.restart_policy.next_delay(time.monotonic())
+    def _after_loss(self, delay: float | None) -> None:
+        """Restart after ``delay`` seconds (the restart policy's ``next_delay``), or give
+        the worker up when it is None."""
         if delay is None:
             self.state = "failed"
             logger.warning("worker %r failed (%s); no more restarts", self.ident, self.restart_policy.why_given_up())
@@ -235,8 +236,9 @@ class SlotLife(ABC):
         except WorkerStartError as exc:
             logger.warning("worker %r could not restart: %s", self.ident, exc.reason)
             self._restart_task = None
-            self.restart_policy.crashed(time.monotonic())
-            self._after_loss(None)
+            now = time.monotonic()
+            self.restart_policy.crashed(now)
+            self._after_loss(self.restart_policy.next_delay(now))
             return
         self._restart_task = None
         if self.state != "restarting":  # stopped meanwhile

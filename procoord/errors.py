@@ -151,7 +151,7 @@ def _rebuild_lost(
 
 
 def _attempts_note(attempts: int) -> str:
-    return f" (on each of {attempts} attempts: retries ran out)" if attempts > 1 else ""
+    return f" (on each of {attempts} attempts)" if attempts > 1 else ""
 
 
 class TaskTimeoutError(ProcoordError, TimeoutError):

@@ -53,3 +53,13 @@ class Hog(TaskProcessor):
         if task:
             self.held.append(bytearray(b"\x01" * (task << 20)))
         return os.getpid()
+
+
+def built_once(marker: str) -> Any:
+    """A factory that builds ``lost_until`` the first time (no file at ``marker`` yet)
+    and raises on every later start."""
+    if os.path.exists(marker):
+        raise RuntimeError("cannot start again")
+    with open(marker, "w"):
+        pass
+    return lost_until

@@ -70,7 +70,7 @@ RULES: dict[str, set[str]] = {
     "_options": {"_recycle", "backends._base"},
     "_restarts": set(),
     "_recycle": set(),
-    "_loss": {"_task", "errors"},
+    "_loss": {"_task", "errors", "prefs"},
     "_slot_life": {"_recycle", "_restarts", "_task", "_wire", "backends._base", "errors", "processor", "stats"},
     "_slot": {
         "_logs",
