@@ -21,7 +21,7 @@ __all__ = ("Loss", "describe_death", "settle_loss")
 class Loss:
     """The outcome for each task a lost worker held."""
 
-    failed: list[tuple[Task, WorkerLostError]] = field(default_factory=list)
+    failed: list[tuple[Task, WorkerLostError | TaskTimeoutError]] = field(default_factory=list)
     retried: list[Task] = field(default_factory=list)
     """To run again (their attempt is counted by the caller)."""
     rerouted: list[Task] = field(default_factory=list)
