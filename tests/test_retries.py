@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from procoord import Coordinator, TaskPrefs, WorkerLostError
+from procoord import Coordinator, TaskPrefs, TaskTimeoutError, WorkerLostError
 
 from . import _shapes
 from .conftest import DEADLOCK_TIMEOUT
@@ -57,3 +57,18 @@ async def test_a_retry_waiting_for_a_restart_that_fails_says_the_task_ran(tmp_pa
     assert "not restarted" in str(error)
     assert (never.ran, never.attempts) == (False, 1)
     assert (stats.state, stats.retries) == ("failed", 0)
+
+
+async def test_a_required_timeout_without_a_restart_is_not_retried(tmp_path: Path) -> None:
+    """Test that a Required task that timed out on a worker that is not restarted fails
+    with TaskTimeoutError after its one run."""
+    path = tmp_path / "runs"
+    async with Coordinator() as coord:
+        await coord.add_worker("w", _shapes.lost_until, restart=False)
+        with pytest.raises(TaskTimeoutError) as timed_out:
+            async with asyncio.timeout(DEADLOCK_TIMEOUT):
+                await coord.call((str(path), 9, "hang"), W, timeout=0.3, retries=2)
+        stats = (await coord.stats())["w"]
+    assert path.read_text() == "x"
+    assert timed_out.value.attempts == 1
+    assert (stats.state, stats.retries, stats.failed) == ("failed", 0, 1)
