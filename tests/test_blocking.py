@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import gc
-import subprocess
-import sys
 import textwrap
 import threading
 from collections.abc import Iterator
@@ -28,6 +26,7 @@ from procoord import (
 from procoord.interface import InterfaceClient
 
 from . import _funcs
+from ._run import run_python
 from .conftest import DEADLOCK_TIMEOUT, Beacon, BeaconFactory
 
 
@@ -249,6 +248,10 @@ _FORGETFUL_SCRIPT = textwrap.dedent(
         return os.getpid()
 
     if __name__ == "__main__":
+        if sys.argv[1] == "executor":
+            ex = procoord.Executor(max_workers=1)
+            print(ex.submit(work, 0).result(), flush=True)
+            sys.exit()  # without shutdown()
         bc = procoord.BlockingCoordinator()
         bc.add_worker("w", work)
         pid, _ = bc.call(0)
@@ -261,15 +264,15 @@ _FORGETFUL_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("state", ["idle", "busy"])
+@pytest.mark.parametrize("state", ["idle", "busy", "executor"])
 def test_exit_without_close_is_prompt_and_leaves_no_worker(tmp_path: Path, state: str) -> None:
-    """Test that a script exiting without close exits promptly and leaves no worker alive."""
+    """Test that a script exiting without close (or an executor's shutdown) exits
+    promptly, quietly (nothing on stderr) and leaves no worker alive."""
     script = tmp_path / "forgetful.py"
     script.write_text(_FORGETFUL_SCRIPT)
-    proc = subprocess.run(
-        [sys.executable, str(script), state], capture_output=True, text=True, timeout=DEADLOCK_TIMEOUT
-    )
+    proc = run_python([str(script), state])
     assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
     pid = int(proc.stdout.split()[0])
     if psutil.pid_exists(pid):
         _, alive = psutil.wait_procs([psutil.Process(pid)], timeout=10)

@@ -260,7 +260,8 @@ class Launcher:
             return
         self.alive = False
         _live.discard(self)
-        if not self.loop.is_closed():
+        # At exit, release() may have closed the socket already (fileno -1).
+        if not self.loop.is_closed() and self._sock.fileno() >= 0:
             self.loop.remove_reader(self._sock.fileno())
         self._finalizer()
         code = self._proc.poll() if self._proc is not None else None
