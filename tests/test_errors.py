@@ -78,8 +78,9 @@ if __name__ == "__main__":
 
 
 def test_uncaught_task_error_shows_the_worker_frames(tmp_path: Path) -> None:
-    """Test that an uncaught TaskProcessError prints the worker's frames, the original
-    exception and the parent's frames, in that order, as concurrent.futures does."""
+    """Test that an uncaught TaskProcessError prints the worker's frames (file, line and
+    source of functions defined in the script), the original exception and the parent's
+    frames, in that order, as concurrent.futures does."""
     script = tmp_path / "failing.py"
     script.write_text(FAILING_SCRIPT)
     proc = run_python([str(script)])
@@ -87,8 +88,10 @@ def test_uncaught_task_error_shows_the_worker_frames(tmp_path: Path) -> None:
     err = proc.stderr
     order = [
         "procoord.errors.RemoteTraceback:",
-        "in convert",
-        "in parse_number",
+        'failing.py", line 9, in convert',
+        "return parse_number(text)",
+        'failing.py", line 6, in parse_number',
+        "return int(text)",
         "ValueError: invalid literal for int() with base 10: 'seven'",
         "The above exception was the direct cause of the following exception:",
         "The above exception was the direct cause of the following exception:",

@@ -17,8 +17,10 @@ from __future__ import annotations
 import io
 import pickle
 import struct
+import types
+from collections import ChainMap
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import cloudpickle
 
@@ -186,6 +188,34 @@ def _has_big_bytes(obj: Any, depth: int = 2) -> bool:
     return False
 
 
+_cloud_code_reduce = cloudpickle.Pickler.dispatch_table[types.CodeType]
+_CODE_FILENAME = 10  # where the file name is in CodeType's arguments
+
+
+def _code_reduce(code: types.CodeType) -> tuple[Any, tuple[Any, ...]]:
+    """cloudpickle's reduction of a function's code, with its file name kept (cloudpickle
+    writes ``<dynamic-code>``): a worker's traceback then names the file, the line and
+    its source, for functions of a script as for imported ones."""
+    rebuild, args = _cloud_code_reduce(code)
+    if len(args) > _CODE_FILENAME and args[_CODE_FILENAME] != code.co_filename:
+        args = (*args[:_CODE_FILENAME], code.co_filename, *args[_CODE_FILENAME + 1 :])
+    return rebuild, args
+
+
+class _CloudPickler(cloudpickle.Pickler):  # type: ignore[misc]
+    """cloudpickle, keeping code objects' file names."""
+
+    dispatch_table: ClassVar[ChainMap[Any, Any]] = ChainMap(
+        {types.CodeType: _code_reduce}, cloudpickle.Pickler.dispatch_table
+    )
+
+
+def _cloud_dumps(obj: Any, callback: Any) -> bytes:
+    out = io.BytesIO()
+    _CloudPickler(out, PROTOCOL, buffer_callback=callback).dump(obj)
+    return out.getvalue()
+
+
 def _lifting_pickler(base: type[pickle.Pickler]) -> type[pickle.Pickler]:
     class Lifting(base):  # type: ignore[valid-type,misc]
         """Takes large bytes and bytearray objects out of the stream (persistent ids)."""
@@ -217,7 +247,7 @@ def _pickle(obj: Any, what: str, buffers: list[tuple[int, Any]] | None, lift: bo
     if buffers is not None:
         buffers.clear()
     try:
-        return _dump(cloudpickle.Pickler, "cloudpickle", obj, callback, buffers, lift)
+        return _dump(_CloudPickler, "cloudpickle", obj, callback, buffers, lift)
     except Exception as exc:
         raise SerializationError(what, f"{type(exc).__name__}: {exc}") from exc
 
@@ -226,7 +256,7 @@ def _dump(base: Any, name: str, obj: Any, callback: Any, buffers: list[tuple[int
     if not lift or buffers is None:
         if base is pickle.Pickler:
             return pickle.dumps(obj, PROTOCOL, buffer_callback=callback)
-        return cloudpickle.dumps(obj, PROTOCOL, buffer_callback=callback)  # type: ignore[no-any-return]
+        return _cloud_dumps(obj, callback)
     pickler_type = _LIFTING.get(name)
     if pickler_type is None:
         pickler_type = _LIFTING[name] = _lifting_pickler(base)
