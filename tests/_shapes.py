@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from procoord import TaskProcessor
+
+from ._funcs import hold, signal_beacon, wait_beacon
 
 
 def lost_until(args: tuple[str, int, str]) -> Any:
@@ -63,3 +66,33 @@ def built_once(marker: str) -> Any:
     with open(marker, "w"):
         pass
     return lost_until
+
+
+def gated_counter(count_path: str, starting: str, release: str) -> PidCounter:
+    """A factory of PidCounter whose second build (the first replacement) signals
+    ``starting`` and waits until ``release`` is signalled."""
+    with open(count_path, "a") as f:
+        f.write("x")
+    with open(count_path) as f:
+        if len(f.read()) == 2:
+            signal_beacon(starting)
+            wait_beacon(release)
+    return PidCounter()
+
+
+class HistoryStreamer(TaskProcessor):
+    """An async generator ``do_work`` that records its tasks: ``("hold", started,
+    release)`` holds the worker (see ``_funcs.hold``), ``"history"`` yields the tasks
+    seen so far, anything else yields itself."""
+
+    def __init__(self) -> None:
+        self.seen: list[Any] = []
+
+    async def do_work(self, task: Any) -> AsyncIterator[Any]:
+        self.seen.append(task)
+        if isinstance(task, tuple) and task[0] == "hold":
+            yield hold(task[1:])
+        elif task == "history":
+            yield list(self.seen)
+        else:
+            yield task

@@ -158,3 +158,48 @@ def test_blocking_facade(tmp_path: Path) -> None:
         stats = coord.stats()
         assert (stats["w"].completed, stats["w"].failed, stats["w"].restarts) == (done, 0, 0)
         assert (stats["f"].retries, stats["f"].recycles) == (2, 0)
+
+
+async def test_stream_priority_overtakes_queued_tasks(coord: Coordinator, beacons: BeaconFactory) -> None:
+    """Test that a stream of a higher priority runs before the tasks queued ahead of it,
+    without preempting the running one."""
+    w = TaskPrefs.Required("w")
+    await coord.add_worker("w", _shapes.HistoryStreamer())
+    started, release = beacons(), beacons()
+    running = await coord.run(("hold", started.path, release.path), w)
+    await started.wait()
+    low = [await coord.run(i, w) for i in range(100)]
+    written = (await coord.stats())["w"].in_flight
+    urgent = coord.stream("urgent", w, priority=1)
+    opening = asyncio.ensure_future(anext(urgent))
+    async with asyncio.timeout(DEADLOCK_TIMEOUT):
+        while coord.pending < 102:  # the stream is queued
+            await asyncio.sleep(0)
+        await release.signal()
+        assert await opening == "urgent"
+        await urgent.aclose()
+        assert (await running)[0] == ["released"]
+        await asyncio.gather(*low)
+        [history], _ = await coord.call("history", w)
+    assert history.index("urgent") == written
+    assert [t for t in history if isinstance(t, int)] == list(range(100))
+
+
+def test_blocking_priority_overtakes_queued_tasks(beacons: BeaconFactory) -> None:
+    """Test that through BlockingCoordinator a task of a higher priority overtakes 1,000
+    queued ones without preempting the running one."""
+    started, release = beacons(), beacons()
+    with BlockingCoordinator() as coord:
+        coord.add_worker("w", _funcs.Counter())
+        running = coord.run(("hold", started.path, release.path))
+        _funcs.wait_beacon(started.path)
+        low = [coord.run(i) for i in range(1000)]
+        written = coord.stats()["w"].in_flight
+        urgent = coord.run("urgent", priority=1)
+        _funcs.signal_beacon(release.path)
+        assert running.result(timeout=DEADLOCK_TIMEOUT)[0] == "released"
+        for future in [urgent, *low]:
+            future.result(timeout=DEADLOCK_TIMEOUT)
+        history, _ = coord.call("history")
+    assert history.index("urgent") == written
+    assert [t for t in history if isinstance(t, int)] == list(range(1000))

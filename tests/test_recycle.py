@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import psutil
 import pytest
@@ -12,16 +13,21 @@ from procoord.backends import LocalBackend
 
 from . import _funcs, _shapes
 from ._run import ROOT, run_python
-from .conftest import DEADLOCK_TIMEOUT
+from .conftest import DEADLOCK_TIMEOUT, BeaconFactory
+
+W = TaskPrefs.Required("w")
 
 MiB = 1 << 20
 
 
-async def test_max_rss_recycles_a_growing_worker() -> None:
-    """Test that a worker whose sampled memory passed max_rss after a task is replaced
-    by a fresh process, which starts small again."""
-    async with Coordinator(backend=LocalBackend(sample_interval=0.02)) as coord:
-        await coord.add_worker("w", _shapes.Hog(), max_rss=160 * MiB)
+@pytest.mark.parametrize("where", ["add_worker", "coordinator"])
+async def test_max_rss_recycles_a_growing_worker(where: str) -> None:
+    """Test that a worker whose sampled memory passed max_rss (given to add_worker, or
+    as the coordinator's default) after a task is replaced by a fresh process, which
+    starts small again."""
+    default = 160 * MiB if where == "coordinator" else None
+    async with Coordinator(backend=LocalBackend(sample_interval=0.02), max_rss_per_worker=default) as coord:
+        await coord.add_worker("w", _shapes.Hog(), max_rss=None if default else 160 * MiB)
         fat_pid, _ = await coord.call(0)
         await coord.call(200)  # holds 200 MiB from now on
         async with asyncio.timeout(DEADLOCK_TIMEOUT):
@@ -100,3 +106,34 @@ def test_recycling_example_runs() -> None:
     assert proc.returncode == 0, proc.stderr
     assert "counted: 500 tasks" in proc.stdout and "leaky: 500 tasks" in proc.stdout
     assert "0 failed" in proc.stdout and " 0 recycles" not in proc.stdout
+
+
+async def test_the_old_process_serves_while_its_replacement_starts(tmp_path: Path, beacons: BeaconFactory) -> None:
+    """Test that while a recycled worker's replacement is built (its factory waits), the
+    old process goes on running the worker's tasks; once the replacement is ready it
+    takes over: no task fails, is lost or runs twice, each process ran its tasks in one
+    run."""
+    starting, release = beacons(), beacons()
+    async with Coordinator() as coord:
+        coord.register("gated", _shapes.gated_counter, str(tmp_path / "builds"), starting.path, release.path)
+        await coord.add_worker("w", "gated", max_tasks=3)
+        async with asyncio.timeout(DEADLOCK_TIMEOUT):
+            results = [(await coord.call(i, W))[0] for i in range(3)]  # due: the replacement starts
+            await starting.wait()
+            results += [(await coord.call(i, W))[0] for i in range(3, 10)]  # served meanwhile
+            assert len({pid for pid, _ in results}) == 1
+            assert [n for _, n in results] == list(range(1, 11))
+            backlog = [await coord.run(i, W) for i in range(10, 200)]
+            await release.signal()
+            results += [r for r, _ in await asyncio.gather(*backlog)]
+            while results[-1][0] == results[0][0]:  # until the replacement serves
+                results.append((await coord.call(0, W))[0])
+        stats = (await coord.stats())["w"]
+    runs: list[list[int]] = []
+    for i, (pid, n) in enumerate(results):
+        if not i or pid != results[i - 1][0]:
+            runs.append([])
+        runs[-1].append(n)
+    assert len(runs) == len({pid for pid, _ in results}) >= 2  # each process in one run of tasks
+    assert all(counts == list(range(1, len(counts) + 1)) for counts in runs)
+    assert (stats.recycles, stats.completed, stats.failed, stats.restarts) == (len(runs) - 1, len(results), 0, 0)
