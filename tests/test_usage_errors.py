@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from procoord import Coordinator, SerializationError, TaskProcessor
+from procoord import BlockingCoordinator, Coordinator, SerializationError, TaskProcessor
 from procoord._progress import PlainBar
 
 from . import _funcs
@@ -183,3 +183,27 @@ def test_under_trio_names_asyncio() -> None:
     with pytest.raises(RuntimeError, match=r"procoord runs on asyncio, and this is trio") as info:
         trio.run(main)
     assert "anyio" in str(info.value) and "BlockingCoordinator" in str(info.value)
+
+
+def test_anyio_asyncio_backend_works_and_trio_reaches_the_blocking_facade() -> None:
+    """Test the two ways out the trio error names: anyio on its asyncio backend runs the
+    coordinator, and trio code reaches workers through BlockingCoordinator in a thread."""
+    anyio = pytest.importorskip("anyio")
+    trio = pytest.importorskip("trio")
+
+    async def with_anyio() -> list[Any]:
+        async with Coordinator() as coordinator:
+            await coordinator.add_worker("w", _funcs.double)
+            return [await coordinator.call(1), *[r async for r, _ in coordinator.map(range(3))]]
+
+    assert anyio.run(with_anyio, backend="asyncio") == [(2, "w"), 0, 2, 4]
+
+    def blocking() -> Any:
+        with BlockingCoordinator() as coordinator:
+            coordinator.add_worker("w", _funcs.double)
+            return coordinator.call(5)
+
+    async def from_trio() -> Any:
+        return await trio.to_thread.run_sync(blocking)
+
+    assert trio.run(from_trio) == (10, "w")
