@@ -9,8 +9,10 @@ the helpers here turn them into messages that name the fix.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import sys
 import threading
+import warnings
 from collections.abc import Coroutine, Generator
 from typing import Any, NoReturn, TypeVar
 
@@ -30,11 +32,12 @@ class NotAwaited(Coroutine[Any, Any, T]):
     ``h = await coord.run(task)``. Everything else behaves as the coroutine does
     (``await``, ``asyncio.create_task``, ``gather``)."""
 
-    __slots__ = ("_call", "_coro")
+    __slots__ = ("_call", "_coro", "_handed_on")
 
     def __init__(self, coro: Coroutine[Any, Any, T], call: str) -> None:
         self._coro = coro
         self._call = call
+        self._handed_on = False  # awaited or closed: what happens to the coroutine is not ours to say
 
     def send(self, value: Any) -> Any:
         return self._coro.send(value)
@@ -43,9 +46,11 @@ class NotAwaited(Coroutine[Any, Any, T]):
         return self._coro.throw(*args)
 
     def close(self) -> None:
+        self._handed_on = True
         self._coro.close()
 
     def __await__(self) -> Generator[Any, None, T]:
+        self._handed_on = True  # this object may go before the coroutine it hands on starts
         return self._coro.__await__()
 
     def __getattr__(self, name: str) -> NoReturn:
@@ -58,6 +63,24 @@ class NotAwaited(Coroutine[Any, Any, T]):
 
     def __iter__(self) -> NoReturn:
         raise TypeError(f"{self._call}(...) must be awaited: `await {self._call}(...)`, inside a coroutine")
+
+    def __del__(self) -> None:
+        coro: Any = self._coro
+        # Never started: say so in the caller's terms, instead of the coroutine's own
+        # warning, which names procoord's internals.
+        if (
+            not self._handed_on
+            and coro.cr_frame is not None
+            and inspect.getcoroutinestate(coro) == inspect.CORO_CREATED
+        ):
+            coro.close()
+            gives = "handle" if self._call.endswith("run") else "result, worker"
+            warnings.warn(
+                f"{self._call}(...) was never awaited, so its task was not queued: write "
+                f"`{gives} = await {self._call}(...)`, inside a coroutine",
+                RuntimeWarning,
+                stacklevel=1,
+            )
 
     def __repr__(self) -> str:
         return f"<not awaited: {self._call}(...)>"

@@ -8,6 +8,7 @@ import io
 import sys
 import threading
 import types
+import warnings
 from typing import Any
 
 import pytest
@@ -161,6 +162,22 @@ async def test_a_call_never_awaited_warns_and_its_task_runs(coord: Coordinator) 
         assert await coord.call(2) == (4, "w")  # the first ran before it, on the one worker
         gc.collect()
     assert (await coord.stats())["w"].completed == 2
+
+
+async def test_a_run_never_awaited_warns_naming_the_fix(coord: Coordinator) -> None:
+    """Test that a run dropped without awaiting it (its task is never queued) warns once,
+    saying what to write, and not in terms of procoord's internals."""
+    await coord.add_worker("w", _funcs.double)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        coord.run(1)
+        gc.collect()
+    [warning] = [w for w in caught if issubclass(w.category, RuntimeWarning)]
+    text = str(warning.message)
+    assert "coord.run(...) was never awaited" in text and "handle = await coord.run(...)" in text
+    assert "_run" not in text.replace("coord.run", "")
+    assert coord.pending == 0
+    assert await coord.call(2) == (4, "w")
 
 
 def test_outside_any_event_loop_names_asyncio() -> None:
