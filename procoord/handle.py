@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Generator, Hashable
-from typing import Any, Generic, Protocol, TypeVar, final
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, Protocol, TypeVar, final
 
 from ._task import Task
 
@@ -67,6 +67,14 @@ class JoinHandle(Generic[R]):
 
     def __await__(self) -> Generator[Any, None, R]:
         return self.join().__await__()
+
+    if not TYPE_CHECKING:  # to a type checker a handle stays not iterable: the mistake is caught there
+
+        def __iter__(self) -> NoReturn:
+            raise TypeError(
+                "a JoinHandle is not the result: write `result, worker = await handle` "
+                "(`handle = await coord.run(...)`), or `result, worker = await coord.call(...)` for both steps"
+            )
 
     def map(self, fn: Callable[[R], S]) -> JoinHandle[S]:
         """A handle to the same task whose join returns ``fn`` of this handle's join."""

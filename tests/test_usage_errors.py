@@ -152,6 +152,17 @@ async def test_unawaited_run_says_to_await(coord: Coordinator) -> None:
     assert await asyncio.wait_for(coord.call(8), DEADLOCK_TIMEOUT) == (16, "w")
 
 
+async def test_unpacking_a_handle_says_to_await_it(coord: Coordinator) -> None:
+    """Test that unpacking what `await coord.run(...)` gives (a handle, not the result)
+    says to await the handle or to use call; the task still runs."""
+    await coord.add_worker("w", _funcs.double)
+    with pytest.raises(TypeError, match=r"result, worker = await handle") as info:
+        _result, _worker = await coord.run(2)  # type: ignore[misc]
+    assert "await coord.call(...)" in str(info.value)
+    assert await coord.call(3) == (6, "w")
+    assert (await coord.stats())["w"].completed == 2  # the first ran before it, on the one worker
+
+
 async def test_a_call_never_awaited_warns_and_its_task_runs(coord: Coordinator) -> None:
     """Test that a call dropped without awaiting it warns, as a coroutine would, naming
     the fix; its task was queued at once and runs."""
