@@ -120,7 +120,7 @@ def make_spec(processor: object, factories: Mapping[str, Factory]) -> ProcessorS
         return ProcessorSpec(
             "factory", payload, factory=processor, description=f"factory {processor!r}", log_level=_log_level()
         )
-    if isinstance(processor, type) and hasattr(processor, "do_work"):
+    if isinstance(processor, type) and (hasattr(processor, "do_work") or _instances_are_callable(processor)):
         name = processor.__qualname__
         raise TypeError(
             f"add_worker got the class {name}, not an instance of it: pass an instance, "
@@ -139,6 +139,13 @@ def make_spec(processor: object, factories: Mapping[str, Factory]) -> ProcessorS
         f"a processor must be a TaskProcessor, a callable taking one task, or the name of a "
         f"registered factory; got {type(processor).__qualname__}"
     )
+
+
+def _instances_are_callable(cls: type) -> bool:
+    """Whether ``cls`` defines ``__call__`` for its instances: then an instance is the
+    processor, and the class given to add_worker is a mistake (``int`` or ``str``, types
+    used as functions, define none)."""
+    return any("__call__" in vars(klass) for klass in cls.__mro__ if klass is not object)
 
 
 def _log_level() -> int:

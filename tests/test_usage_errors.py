@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from procoord import BlockingCoordinator, Coordinator, SerializationError, TaskProcessor
+from procoord import BlockingCoordinator, Coordinator, SerializationError, TaskPrefs, TaskProcessor
 from procoord._progress import PlainBar
 
 from . import _funcs
@@ -37,6 +37,29 @@ async def test_add_worker_refuses_a_processor_class(coord: Coordinator) -> None:
     assert coord.workers() == []
     assert await coord.add_worker("w", _funcs.Counter()) is False  # the instance works
     assert await coord.call(3) == (3, "w")
+
+
+class Scorer:
+    """A callable class: its instances are processors, the class itself is not."""
+
+    def __init__(self, weight: int = 2) -> None:
+        self.weight = weight
+
+    def __call__(self, task: int) -> int:
+        return task * self.weight
+
+
+async def test_add_worker_refuses_a_callable_class_and_accepts_a_builtin_type(coord: Coordinator) -> None:
+    """Test that a class whose instances are the callables (it defines __call__) is refused
+    at add_worker naming the fix, while a type used as a function (int, str) is a processor."""
+    with pytest.raises(TypeError, match=r"class Scorer, not an instance") as info:
+        await coord.add_worker("w", Scorer)
+    assert "Scorer(...)" in str(info.value)
+    assert coord.workers() == []
+    await coord.add_worker("w", Scorer())
+    assert await coord.call(3) == (6, "w")
+    await coord.add_worker("i", int)
+    assert await coord.call("7", TaskPrefs.Required("i")) == (7, "i")
 
 
 async def test_unpicklable_processor_names_register(coord: Coordinator) -> None:
