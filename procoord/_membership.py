@@ -4,6 +4,7 @@ was given, started and made routable; several started at once; one retired."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +54,8 @@ async def start_worker(
     )
     try:
         spec = with_environment(make_spec(processor, factories), env)
+        if policy.max_rss is not None:
+            spec = dataclasses.replace(spec, sample_after_task=True)
     except KeyError:
         known = ", ".join(repr(n) for n in sorted(factories)) or "none"
         raise WorkerStartError(

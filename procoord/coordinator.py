@@ -166,7 +166,7 @@ class Coordinator(WorkShapes[TaskT, ResultT]):
         this worker, on top of ``os.environ`` as it is now; a restart keeps them.
 
         ``max_tasks`` / ``max_rss`` (bytes) recycle the worker: after that many tasks,
-        or once its sampled memory exceeds ``max_rss`` after a task, a fresh process
+        or once its memory (measured after every task) exceeds ``max_rss``, a fresh process
         with the same ident and processor is started while the old one goes on, then
         takes over its queue; no task fails or is lost because of it. None takes the
         coordinator's ``max_tasks_per_worker`` / ``max_rss_per_worker``.

@@ -93,6 +93,8 @@ class ProcessorSpec:
     log_level: int = logging.WARNING
     """The level from which the worker sends its log records to the parent."""
     environ: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    sample_after_task: bool = False
+    """Whether the worker sends its memory after every task (it has a ``max_rss``)."""
 
     def environment(self) -> dict[str, str]:
         """The whole environment of a worker on this machine."""

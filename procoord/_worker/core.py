@@ -19,7 +19,7 @@ from .. import _wire
 from .._wire import Batch, Kind
 from ..errors import SerializationError
 from ..processor import ProcessorSpec
-from . import stream
+from . import sampler, stream
 from .build import build_processor
 from .logs import forward_logs
 
@@ -119,7 +119,7 @@ class WorkerCore:
         self.before_ready()
         self.send(*_wire.ready_frame(os.getpid(), is_async, self.shares_memory))
         self.started()
-        await self._run_tasks(do_work, is_async)
+        await self._run_tasks(do_work, is_async, spec.sample_after_task)
 
     def _wake(self) -> None:
         if self.wakeup is not None and not self.wakeup.done():
@@ -138,11 +138,15 @@ class WorkerCore:
                 return
         # Already finished: its result is on its way; the parent ignores it.
 
-    async def _run_tasks(self, do_work: Callable[[Any], Any], is_async: bool) -> None:
+    async def _run_tasks(self, do_work: Callable[[Any], Any], is_async: bool, sample_after_task: bool) -> None:
         loop = asyncio.get_running_loop()
         queue = self.queue
         ran_long = False
+        ran = False
         while True:
+            if ran and sample_after_task:  # its memory after each task (for max_rss)
+                ran = False
+                self.send(*_wire.load_frame(*sampler.sample_now()))
             if not queue:
                 if self.stopping or self.eof:
                     return
@@ -159,6 +163,7 @@ class WorkerCore:
                 self.read_pending()
                 continue
             credit = self.stream_credit.pop(task_id, 0) if self.stream_credit else 0
+            ran = True
             try:
                 task = _wire.load_payload(payload)
             except BaseException as exc:  # sys.exit() in __setstate__ too: that task fails

@@ -11,7 +11,7 @@ import os
 import time
 from collections.abc import Callable
 
-__all__ = ("sample_forever", "sample_once")
+__all__ = ("sample_forever", "sample_now", "sample_once")
 
 _PROC = os.path.exists("/proc/self/statm")
 _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if _PROC else 4096
@@ -50,6 +50,14 @@ def sample_once() -> tuple[int, float]:
     return _rss(), 100.0 * _cpu_s() / max(_TICK_S, _age_s())
 
 
+_last_cpu_percent = 0.0  # the CPU share of the last periodic sample
+
+
+def sample_now() -> tuple[int, float]:
+    """This process's (rss_bytes now, cpu_percent of the last periodic sample)."""
+    return _rss(), _last_cpu_percent
+
+
 def sample_forever(interval_s: float, report: Callable[[int, float], None], stop: Callable[[float], bool]) -> None:
     """Call ``report(rss_bytes, cpu_percent)`` every ``interval_s`` seconds until
     ``stop(timeout)`` (which waits up to ``timeout`` seconds) returns True; the CPU
@@ -60,6 +68,8 @@ def sample_forever(interval_s: float, report: Callable[[int, float], None], stop
             rss = _rss()
         except OSError:
             continue
+        global _last_cpu_percent
         cpu_s, now = _cpu_s(), time.monotonic()
-        report(rss, 100.0 * (cpu_s - last_cpu_s) / max(1e-9, now - last_t))
+        _last_cpu_percent = 100.0 * (cpu_s - last_cpu_s) / max(1e-9, now - last_t)
+        report(rss, _last_cpu_percent)
         last_cpu_s, last_t = cpu_s, now
