@@ -487,3 +487,27 @@ def _assert_recycled(results: list[tuple[int, int]], max_tasks: int) -> None:
     for counts in runs:
         assert counts == list(range(1, len(counts) + 1))
     assert all(len(counts) >= max_tasks for counts in runs[:-1])
+
+
+async def test_recycle_after_max_rss(backend: Backend) -> None:
+    """Test that a worker whose memory grows past max_rss is replaced by a fresh process
+    once the task that took it there has finished: its memory is measured after every
+    task (here the periodic samples come once a minute), and no task fails."""
+    if isinstance(backend, LocalBackend):
+        backend = LocalBackend(sample_interval=60.0, liveness_timeout=None)
+    else:
+        backend = type(backend)(sample_interval=60.0)  # type: ignore[call-arg]
+    w = TaskPrefs.Required("w")
+    async with Coordinator(backend=backend) as coord:
+        await coord.add_worker("w", _shapes.Hog())
+        await coord.call(0, w)
+        limit = (await coord.stats())["w"].rss_bytes + (64 << 20)
+        await coord.add_worker("w", _shapes.Hog(), max_rss=limit)  # replaces it: a fresh process
+        first, _ = await coord.call(0, w)
+        async with asyncio.timeout(DEADLOCK_TIMEOUT):
+            for _ in range(5):  # 80 MiB more: past the limit
+                await coord.call(16, w)
+            while (await coord.call(0, w))[0] == first:  # until the replacement serves
+                pass
+        stats = (await coord.stats())["w"]
+    assert (stats.recycles, stats.failed, stats.restarts) == (1, 0, 0)

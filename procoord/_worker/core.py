@@ -142,11 +142,7 @@ class WorkerCore:
         loop = asyncio.get_running_loop()
         queue = self.queue
         ran_long = False
-        ran = False
         while True:
-            if ran and sample_after_task:  # its memory after each task (for max_rss)
-                ran = False
-                self.send(*_wire.load_frame(*sampler.sample_now()))
             if not queue:
                 if self.stopping or self.eof:
                     return
@@ -163,7 +159,6 @@ class WorkerCore:
                 self.read_pending()
                 continue
             credit = self.stream_credit.pop(task_id, 0) if self.stream_credit else 0
-            ran = True
             try:
                 task = _wire.load_payload(payload)
             except BaseException as exc:  # sys.exit() in __setstate__ too: that task fails
@@ -198,10 +193,14 @@ class WorkerCore:
             except BaseException as exc:  # SystemExit, KeyboardInterrupt, GeneratorExit...: that task fails
                 elapsed = time.perf_counter() - started
                 ran_long = elapsed > CHECK_INPUT_AFTER_S
+                if sample_after_task:
+                    self._send_memory()
                 self.send(Kind.ERROR, task_id, elapsed, _wire.pack_error(exc, "error"))
                 continue
             elapsed = time.perf_counter() - started
             ran_long = elapsed > CHECK_INPUT_AFTER_S
+            if sample_after_task:
+                self._send_memory()
             if type(result) is stream.Streamed:
                 self.send(*result.frame(task_id, elapsed))
                 continue
@@ -223,6 +222,11 @@ class WorkerCore:
                 self.send(Kind.RESULT, task_id, elapsed, parts[0])  # type: ignore[arg-type]
             else:
                 self.send_parts(Kind.RESULT, task_id, elapsed, parts)
+
+    def _send_memory(self) -> None:
+        """Send the process's memory now, ahead of a task's outcome (for ``max_rss``:
+        the parent checks it as the outcome arrives)."""
+        self.send(*_wire.load_frame(*sampler.sample_now()))
 
     async def _drain(self, task_id: int, gen: Any, credit: int) -> Any:
         """Stream a generator's parts (a STREAM task, ``credit`` > 0), or collect them
