@@ -3,6 +3,7 @@ of ``procoord._wire`` become procoord errors."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Hashable
 from itertools import repeat
 from typing import Any
@@ -35,7 +36,7 @@ def bad_frame_error(kind: int, payload: bytes, streaming: bool = False) -> Seria
     record = _wire.unpack_error(payload)
     stage = "task" if kind == Kind.BAD_TASK else ("part" if streaming else "result")
     where = "unpickle it in the worker" if stage == "task" else "pickle it in the worker"
-    error = SerializationError(stage, f"cannot {where}: {record.summary}")
+    error = SerializationError(stage, f"cannot {where}: {_pickling_detail(record.summary)}")
     error.remote_traceback = record.traceback  # type: ignore[attr-defined]
     return error
 
@@ -51,6 +52,15 @@ BatchValue = tuple[list[Any], dict[int, BaseException]]
 """A batch's outcomes: one result per item (None where it failed), and the errors by index."""
 
 
+_WORKER_SIDE = re.compile(r"^SerializationError: could not serialize the \w+: ")
+
+
+def _pickling_detail(summary: str) -> str:
+    """What went wrong, without the worker's own SerializationError wording around it
+    (the error made here says "could not serialize the ..." already)."""
+    return _WORKER_SIDE.sub("", summary, count=1)
+
+
 def batch_outcomes(worker: Hashable, raw: tuple[list[Any], dict[int, tuple[bool | None, bytes]] | None]) -> BatchValue:
     """A batch's results and its errors by index, from the record ``(results,
     failures)``: a result per item, and None when every item succeeded, else a dict of
@@ -62,7 +72,7 @@ def batch_outcomes(worker: Hashable, raw: tuple[list[Any], dict[int, tuple[bool 
     errors: dict[int, BaseException] = {}
     for i, (ok, record) in failures.items():
         if ok is None:
-            summary = _wire.unpack_error(record).summary
+            summary = _pickling_detail(_wire.unpack_error(record).summary)
             errors[i] = SerializationError("result", f"cannot pickle it in the worker: {summary}")
         else:
             errors[i] = task_error(worker, record)

@@ -287,6 +287,9 @@ async def test_unpicklable_result_keeps_worker_state(coord: Coordinator) -> None
     with pytest.raises(SerializationError) as info:
         await coord.call("lock")
     assert info.value.stage == "result"
+    assert str(info.value) == (
+        "could not serialize the result: cannot pickle it in the worker: TypeError: cannot pickle '_thread.lock' object"
+    )
     assert await coord.call("x") == (3, "k")
 
 
