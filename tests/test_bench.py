@@ -107,3 +107,17 @@ def test_bench_recycle_scenario(tmp_path: Path) -> None:
     assert row["procoord"] > 0 and row["pool"] > 0
     assert row["other"]["name"] == "no recycling" and row["other"]["value"] > 0
     assert _row(report, "recycles during those calls (max_tasks=100)")["procoord"] >= 0
+
+
+def test_bench_stream_scenario(tmp_path: Path) -> None:
+    """Test that the streaming scenario reports parts/s of a stream next to the same
+    parts returned as one list, for small and 1 KiB parts."""
+    proc = _bench(tmp_path, "--only", "stream", "--json", "out.json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "out.json").read_text())
+    rows = [r for r in report["table"] if r["measure"].startswith("stream of ")]
+    assert len(rows) == 2, rows
+    for row in rows:
+        assert row["measure"].endswith("(parts/s)")
+        assert row["procoord"] > 0
+        assert row["other"]["name"] == "as one list" and row["other"]["value"] > 0
