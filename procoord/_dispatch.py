@@ -67,6 +67,9 @@ class Dispatcher:
         self._ids = itertools.count(1)
         self._given = itertools.count(1)
         self._cancel_pending = False
+        # The last pump found every window full. Room only comes from events that pump
+        # (a result, a worker ready or gone), so until then a new task need not pump.
+        self._windows_full = False
         self.on_recycle: Callable[[WorkerSlot, str], None] | None = None  # set by the coordinator
 
     # -- tasks in -------------------------------------------------------------------
@@ -122,7 +125,8 @@ class Dispatcher:
         else:
             self._shared.append(record)
         self.ledger.task_added()
-        self.pump()
+        if not self._windows_full:
+            self.pump()
         return record
 
     def cancel(self, task: Task, error: BaseException | None = None) -> bool:
@@ -271,12 +275,11 @@ class Dispatcher:
         from the shared queue as the balancer decides, then from its own queue again.
         A worker's own tasks of a lower priority than the shared queue's next one wait
         for that second turn."""
-        for slot in self.slots.values():
-            if slot.has_room:
-                break
-        else:
-            return  # every window is full (the common case while a burst is issued)
         slots = [s for s in self.slots.values() if s.has_room]
+        if not slots:
+            self._windows_full = True  # the common case while a burst is issued
+            return
+        self._windows_full = False
         shared = self._shared
         if not shared:  # only the workers' own queues to serve
             for slot in slots:
@@ -290,30 +293,38 @@ class Dispatcher:
             if slot.queued:
                 slot.fill_from_queue(above)
                 held = held or bool(slot.queued)
+        slots = [s for s in self.slots.values() if s.ready]
         if shared:
-            slots = [s for s in self.slots.values() if s.ready]
-            times = balancer.routing_times([s.ewma_s for s in slots], self.ewma_floor)
-            cands = [balancer.Candidate(s.queue_len, s.has_room, s.last_given) for s in slots]
-            rooms = sum(c.has_room for c in cands)
-            while shared and rooms:
-                i = balancer.pick_for_pull(cands, times, len(shared))
-                if i is None:
-                    break
-                slot = slots[i]
-                seq = next(self._given)
-                slot.write(shared.popleft(), seq)
-                cand = cands[i]
-                cand.queue_len += 1
-                cand.last_given = seq
-                if not slot.has_room:
-                    cand.has_room = False
-                    rooms -= 1
+            self._pull(slots, shared)
         if held:
             for slot in slots:
                 if slot.queued:
                     slot.fill_from_queue()
         for slot in slots:
             slot.flush()
+
+    def _pull(self, slots: list[WorkerSlot], shared: TaskQueue) -> None:
+        """Write shared tasks to the ready ``slots`` while the balancer picks one."""
+        times = balancer.routing_times([s.ewma_s for s in slots], self.ewma_floor)
+        cands = [balancer.Candidate(s.queue_len, s.has_room, s.last_given) for s in slots]
+        rooms = 0
+        for cand in cands:
+            rooms += cand.has_room
+        while rooms:
+            i = balancer.pick_for_pull(cands, times, len(shared))
+            if i is None:
+                return
+            slot = slots[i]
+            seq = next(self._given)
+            slot.write(shared.popleft(), seq)
+            if not shared:
+                return
+            cand = cands[i]
+            cand.queue_len += 1
+            cand.last_given = seq
+            if not slot.has_room:
+                cand.has_room = False
+                rooms -= 1
 
     def __repr__(self) -> str:
         return f"<Dispatcher workers={len(self.slots)} shared={len(self._shared)} unfinished={self.ledger.unfinished}>"

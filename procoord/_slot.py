@@ -30,6 +30,13 @@ __all__ = ("SlotOwner", "WorkerSlot")
 
 logger = logging.getLogger("procoord")
 
+# The frame kinds read for every frame, as module names: looking a member up on its
+# enum class costs several times a global lookup.
+_LOAD, _LOG, _PART, _RESULT, _END, _ERROR = Kind.LOAD, Kind.LOG, Kind.PART, Kind.RESULT, Kind.END, Kind.ERROR
+_TASK = Kind.TASK
+_RAN = frozenset((Kind.RESULT, Kind.ERROR))  # what max_tasks counts
+_TASK_HEADER = _wire.HEADER.pack
+
 
 class WorkerSlot(SlotLife):
     """One worker as the coordinator sees it."""
@@ -170,8 +177,12 @@ class WorkerSlot(SlotLife):
         # ahead of it finishes (see _update_head).
         task.started_at = task.written_at if not self.inflight else 0.0
         self.inflight[task.id] = task
-        credit = 0 if task.stream is None else STREAM_CREDIT
-        self._out.extend(_wire.task_frame_parts(task.id, task.payload, credit))
+        payload = task.payload
+        if task.stream is None and type(payload) is bytes:  # the common case, built here
+            self._out += (_TASK_HEADER(len(payload), _TASK, task.id, 0.0), payload)
+        else:
+            credit = 0 if task.stream is None else STREAM_CREDIT
+            self._out.extend(_wire.task_frame_parts(task.id, payload, credit))
 
     def top_priority(self) -> int | None:
         """The priority of the next task in this worker's queue (None: empty)."""
@@ -253,53 +264,55 @@ class WorkerSlot(SlotLife):
     def frames_received(self, frames: Sequence[Frame]) -> None:
         owner = self.owner
         inflight = self.inflight
+        counts = self.counts
         returned: list[Task] = []
+        now = time.perf_counter()  # the frames of one read arrived together
         for received in frames:
             kind, task_id, number, payload = received
-            if kind == Kind.LOAD:
+            if kind == _LOAD:
                 self.rss_bytes, self.cpu_percent = _wire.read_load(received)
                 continue
-            if kind == Kind.LOG:
+            if kind == _LOG:
                 _logs.deliver(self.ident, payload)
                 continue
-            if kind == Kind.PART:
+            if kind == _PART:
                 streaming = inflight.get(task_id)
                 if streaming is not None:
-                    self.parts_streamed += 1
+                    counts.parts_streamed += 1
                     streaming.stream.put(payload)
                 continue
             task = inflight.pop(task_id, None)
             if task is None:
                 continue  # finished already (timed out)
-            if kind == Kind.RESULT or kind == Kind.ERROR:
+            if kind in _RAN:
                 self.tasks_run += task.size or 1
-            if kind == Kind.RESULT:
-                self._measured(task, number / task.size if task.size else number)
+            if kind == _RESULT:
+                self._measured(task, number / task.size if task.size else number, now)
                 try:
                     value = _wire.load_payload(payload)
                 except BaseException as exc:  # a result that exits on unpickling must not stop the loop
-                    self.failed += 1
+                    counts.failed += 1
                     owner.task_finished(task, error=_remote.unloadable_result(exc))
                     continue
                 if task.size:
                     value = _remote.batch_outcomes(self.ident, value)
                     failed = len(value[1])
-                    self.completed += len(value[0]) - failed
-                    self.failed += failed
+                    counts.completed += len(value[0]) - failed
+                    counts.failed += failed
                 else:
-                    self.completed += 1
+                    counts.completed += 1
                 owner.task_finished(task, result=(value, self.ident))
-            elif kind == Kind.END:
+            elif kind == _END:
                 run_s, parts = _wire.read_end(received)
-                self._measured(task, run_s)
-                self.completed += 1
+                self._measured(task, run_s, now)
+                counts.completed += 1
                 owner.task_finished(task, result=(parts, self.ident))
-            elif kind == Kind.ERROR:
-                self._measured(task, number)
-                self.failed += 1
+            elif kind == _ERROR:
+                self._measured(task, number, now)
+                counts.failed += 1
                 owner.task_finished(task, error=_remote.task_error(self.ident, payload))
             elif kind == Kind.BAD_TASK or kind == Kind.BAD_RESULT:
-                self.failed += 1
+                counts.failed += 1
                 owner.task_finished(task, error=_remote.bad_frame_error(kind, payload, task.stream is not None))
             elif kind == Kind.CANCELLED:
                 owner.task_finished(task)
@@ -318,9 +331,9 @@ class WorkerSlot(SlotLife):
                 owner.recycle(self, reason)
         owner.pump()
 
-    def _measured(self, task: Task, run_s: float) -> None:
+    def _measured(self, task: Task, run_s: float, now: float) -> None:
         idle = task.started_at == task.written_at  # written to an idle worker: a round trip
-        self.window.measured(run_s, time.perf_counter() - task.written_at - run_s if idle else None)
+        self.window.measured(run_s, now - task.written_at - run_s if idle else None)
 
     def channel_lost(self, exitcode: int | None) -> None:
         if self.state in ("stopped", "failed"):  # terminated from outside the loop: nothing to do

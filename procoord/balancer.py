@@ -163,8 +163,13 @@ class Window:
     def measured(self, run_s: float, trip_s: float | None) -> None:
         """A task ran ``run_s`` seconds; ``trip_s`` is the channel's share of its round
         trip when it was written to an idle worker (else None)."""
-        self.ewma_s = update_ewma(self.ewma_s, run_s)
-        self.recent_max_s = decay_max(self.recent_max_s, run_s)
+        # update_ewma and decay_max, written out: this runs once per task.
+        ewma = self.ewma_s
+        ewma = self.ewma_s = run_s if ewma is None else ALPHA * run_s + (1.0 - ALPHA) * ewma
+        recent = self.recent_max_s * RECENT_MAX_DECAY
+        if run_s > recent:
+            recent = run_s
+        self.recent_max_s = recent
         if trip_s is not None and trip_s > 0:
-            self.round_trip_s = update_ewma(self.round_trip_s, trip_s)
-        self.depth = window_depth(self.ewma_s, self.round_trip_s, MAX_WINDOW, self.recent_max_s)
+            self.round_trip_s = ALPHA * trip_s + (1.0 - ALPHA) * self.round_trip_s
+        self.depth = window_depth(ewma, self.round_trip_s, MAX_WINDOW, recent)

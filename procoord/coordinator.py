@@ -271,6 +271,7 @@ class Coordinator(WorkShapes[TaskT, ResultT]):
         self._check_open()
         if self._ledger.full():
             await self._ledger.wait_for_space(self._check_open)
+            self._check_open()
         handle = self._submit(task, prefs, timeout, 0, retries, priority)
         self._runs_since_yield += 1
         if self._runs_since_yield >= YIELD_EVERY_RUNS:
@@ -292,7 +293,7 @@ class Coordinator(WorkShapes[TaskT, ResultT]):
                 f"{self._ledger.unfinished} tasks are unfinished (max_pending={self._ledger.max_pending}); "
                 "await run() to wait for room, or try again later"
             )
-        return self._submit(task, prefs, timeout, 0, retries, priority)
+        return JoinHandle(self._submit_task(task, prefs, timeout, 0, retries, priority), self)
 
     async def run_batch(
         self,
@@ -328,6 +329,7 @@ class Coordinator(WorkShapes[TaskT, ResultT]):
             raise ValueError("run_batch needs at least one task")
         if self._ledger.full():
             await self._ledger.wait_for_space(self._check_open)
+            self._check_open()
         return self._submit(_wire.Batch(tasks), prefs, timeout, len(tasks), retries, priority)
 
     def _submit(
@@ -351,7 +353,7 @@ class Coordinator(WorkShapes[TaskT, ResultT]):
         priority: int,
         future: asyncio.Future[Any] | None = None,
     ) -> Task:
-        self._check_open()
+        """Queue a task on a coordinator that the caller found open, on its loop."""
         if timeout is None:
             timeout = self.task_timeout
         else:
@@ -380,6 +382,7 @@ class Coordinator(WorkShapes[TaskT, ResultT]):
             return NotAwaited(self._call(task, prefs, timeout, retries, priority), "coord.call")  # type: ignore[return-value]
 
         def submit(future: CallFuture[tuple[ResultT, Hashable]]) -> Task:
+            self._check_open()
             return self._submit_task(task, prefs, timeout, 0, retries, priority, future)
 
         room = self._wait_for_room if self._ledger.full() and not self._closer.closing else None

@@ -6,7 +6,10 @@ import pytest
 
 from procoord.balancer import (
     DEFAULT_STANDIN_S,
+    INITIAL_ROUND_TRIP_S,
+    MAX_WINDOW,
     Candidate,
+    Window,
     decay_max,
     pick_best,
     pick_for_pull,
@@ -127,3 +130,20 @@ def test_window_depth_after_a_long_task() -> None:
         recent = decay_max(recent, 1e-3)
     assert recent < 5e-3
     assert window_depth(1e-3, 1e-4, 64, recent) == 2
+
+
+def test_window_follows_the_pure_rules() -> None:
+    """Test that a Window (which writes the EWMA and decaying maximum out, for speed)
+    gives what update_ewma, decay_max and window_depth give, sample by sample."""
+    window = Window()
+    ewma: float | None = None
+    recent, trip = 0.0, INITIAL_ROUND_TRIP_S
+    samples = [(20e-6, 80e-6), (5e-6, None), (0.2, None), (3e-6, 60e-6), (1e-6, -1.0), (4e-6, 90e-6)]
+    for run_s, trip_s in samples * 20:
+        window.measured(run_s, trip_s)
+        ewma = update_ewma(ewma, run_s)
+        recent = decay_max(recent, run_s)
+        if trip_s is not None and trip_s > 0:
+            trip = update_ewma(trip, trip_s)
+        assert (window.ewma_s, window.recent_max_s, window.round_trip_s) == pytest.approx((ewma, recent, trip))
+        assert window.depth == window_depth(ewma, trip, MAX_WINDOW, recent)

@@ -28,6 +28,10 @@ __all__ = ("WorkerCore",)
 # Results of these types are never awaitable: skip the (slow, ABC-based) check.
 _PLAIN_TYPES = frozenset({int, float, str, bytes, bool, tuple, list, dict, set, type(None)})
 
+# The frame kinds of every task, as module names: looking a member up on its enum class
+# costs several times a global lookup.
+_TASK, _RESULT = Kind.TASK, Kind.RESULT
+
 # After a task that ran this long, read pending input before starting the next one, so
 # a STOP or CANCEL sent meanwhile takes effect; shorter tasks skip the extra syscall.
 CHECK_INPUT_AFTER_S = 0.001
@@ -80,7 +84,7 @@ class WorkerCore:
     def handle_frames(self, frames: list[tuple[int, int, float, bytes]]) -> None:
         """Act on frames from the parent, in order; call on the loop."""
         for kind, task_id, number, payload in frames:
-            if kind == Kind.TASK:
+            if kind == _TASK:
                 self.queue.append((task_id, payload))
             elif kind == Kind.STREAM:
                 self.queue.append((task_id, payload))
@@ -219,9 +223,9 @@ class WorkerCore:
                 self.send(Kind.BAD_RESULT, task_id, elapsed, _wire.pack_error(error, "result"))
                 continue
             if len(parts) == 1:
-                self.send(Kind.RESULT, task_id, elapsed, parts[0])  # type: ignore[arg-type]
+                self.send(_RESULT, task_id, elapsed, parts[0])  # type: ignore[arg-type]
             else:
-                self.send_parts(Kind.RESULT, task_id, elapsed, parts)
+                self.send_parts(_RESULT, task_id, elapsed, parts)
 
     def _send_memory(self) -> None:
         """Send the process's memory now, ahead of a task's outcome (for ``max_rss``:

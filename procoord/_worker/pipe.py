@@ -26,6 +26,8 @@ from .shm import SharedSetup, WorkerShared
 
 __all__ = ("PipeWorker", "worker_main")
 
+_HEADER = _wire.HEADER.pack
+
 # Processes a worker started get this long to end on SIGTERM when it exits, then SIGKILL.
 CHILDREN_GRACE_S = 1.0
 
@@ -68,7 +70,7 @@ class PipeWorker(WorkerCore):
 
     def send(self, kind: Kind, task_id: int = 0, number: float = 0.0, payload: bytes = b"") -> None:
         """Write one frame; thread-safe (the sampler thread writes too)."""
-        header = _wire.header(kind, task_id, number, len(payload))
+        header = _HEADER(len(payload), kind, task_id, number)
         with self.write_lock:
             try:
                 if len(payload) < 65536:
@@ -94,7 +96,13 @@ class PipeWorker(WorkerCore):
                 _parent_gone()
 
     def _write_all(self, data: bytes | memoryview) -> None:
-        view = memoryview(data)
+        if type(data) is bytes:
+            written = os.write(self.wfd, data)
+            if written == len(data):  # the common case: the pipe took it all
+                return
+            view = memoryview(data)[written:]
+        else:
+            view = memoryview(data)
         while view:
             written = os.write(self.wfd, view)
             view = view[written:]
