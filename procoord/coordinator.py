@@ -382,7 +382,7 @@ class Coordinator(WorkShapes[TaskT, ResultT]):
             return NotAwaited(self._call(task, prefs, timeout, retries, priority), "coord.call")  # type: ignore[return-value]
 
         def submit(future: CallFuture[tuple[ResultT, Hashable]]) -> Task:
-            self._check_open()
+            self._check_not_closed()  # on its loop: checked by call
             return self._submit_task(task, prefs, timeout, 0, retries, priority, future)
 
         room = self._wait_for_room if self._ledger.full() and not self._closer.closing else None
@@ -434,6 +434,9 @@ class Coordinator(WorkShapes[TaskT, ResultT]):
     def _check_open(self) -> None:
         if not self._binding.here():
             self._binding.check()
+        self._check_not_closed()
+
+    def _check_not_closed(self) -> None:
         if self._closer.closing:
             raise CoordinatorClosedError("the coordinator is closed; create a new one")
 
