@@ -71,13 +71,16 @@ def test_quick_bench_reports_procoord_next_to_its_comparisons(tmp_path: Path) ->
 
 def test_bench_ray_scenario_runs_only_when_asked(tmp_path: Path) -> None:
     """Test that the Ray scenario (a worker on the Ray backend next to a plain Ray
-    actor) reports both, and that it is not part of the default run."""
+    actor, called with ray.get and awaited) reports them all, and that it is not part of
+    the default run."""
     pytest.importorskip("ray")
     proc = _bench(tmp_path, "--only", "ray", "--json", "out.json")
     assert proc.returncode == 0, proc.stderr
     report = json.loads((tmp_path / "out.json").read_text())
     row = _row(report, "Ray worker, no-op call p50 (us)")
     assert row["procoord"] > 0 and row["other"]["name"] == "Ray actor" and row["other"]["value"] > 0
+    awaited = _row(report, "Ray worker, call p50, vs an awaited actor (us)")
+    assert awaited["other"]["name"] == "awaited actor" and awaited["other"]["value"] > 0
     assert _row(report, "Ray worker, burst of 200 no-ops (tasks/s)")["procoord"] > 0
     assert "(default: a,b,c,d,e,g,h,s)" in _bench(tmp_path, "--help").stdout
 
