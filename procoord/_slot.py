@@ -33,9 +33,7 @@ logger = logging.getLogger("procoord")
 # The frame kinds read for every frame, as module names: looking a member up on its
 # enum class costs several times a global lookup.
 _LOAD, _LOG, _PART, _RESULT, _END, _ERROR = Kind.LOAD, Kind.LOG, Kind.PART, Kind.RESULT, Kind.END, Kind.ERROR
-_TASK = Kind.TASK
 _RAN = frozenset((Kind.RESULT, Kind.ERROR))  # what max_tasks counts
-_TASK_HEADER = _wire.HEADER.pack
 
 
 class WorkerSlot(SlotLife):
@@ -177,12 +175,8 @@ class WorkerSlot(SlotLife):
         # ahead of it finishes (see _update_head).
         task.started_at = task.written_at if not self.inflight else 0.0
         self.inflight[task.id] = task
-        payload = task.payload
-        if task.stream is None and type(payload) is bytes:  # the common case, built here
-            self._out += (_TASK_HEADER(len(payload), _TASK, task.id, 0.0), payload)
-        else:
-            credit = 0 if task.stream is None else STREAM_CREDIT
-            self._out.extend(_wire.task_frame_parts(task.id, payload, credit))
+        credit = 0 if task.stream is None else STREAM_CREDIT
+        self._out += _wire.task_frame_parts(task.id, task.payload, credit)
 
     def top_priority(self) -> int | None:
         """The priority of the next task in this worker's queue (None: empty)."""

@@ -293,7 +293,7 @@ class Coordinator(WorkShapes[TaskT, ResultT]):
                 f"{self._ledger.unfinished} tasks are unfinished (max_pending={self._ledger.max_pending}); "
                 "await run() to wait for room, or try again later"
             )
-        return JoinHandle(self._submit_task(task, prefs, timeout, 0, retries, priority), self)
+        return self._submit(task, prefs, timeout, 0, retries, priority)
 
     async def run_batch(
         self,

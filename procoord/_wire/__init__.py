@@ -78,6 +78,10 @@ class Kind(IntEnum):
     END = 21
 
 
+# Kinds written for every task, as module names: looking a member up on its enum class
+# costs several times a global lookup.
+_TASK, _STREAM = Kind.TASK, Kind.STREAM
+
 # The kinds of frame each side sends: what a reader may expect to receive.
 TO_WORKER_KINDS: frozenset[int] = frozenset({Kind.TASK, Kind.STREAM, Kind.CREDIT, Kind.CANCEL, Kind.STOP})
 FROM_WORKER_KINDS: frozenset[int] = frozenset(Kind) - TO_WORKER_KINDS
@@ -200,7 +204,10 @@ def read_start_failed(payload: bytes) -> tuple[str, str]:
 def task_frame_parts(task_id: int, payload: bytes | Parts, credit: int) -> list[bytes | memoryview]:
     """A TASK frame, or a STREAM frame when ``credit`` (the parts the worker may send
     before it waits for more) is not 0."""
-    return frame_parts(Kind.STREAM if credit else Kind.TASK, task_id, float(credit), payload)
+    kind = _STREAM if credit else _TASK
+    if type(payload) is bytes:  # the common case, once per task: no further call
+        return [HEADER.pack(len(payload), kind, task_id, float(credit)), payload]
+    return frame_parts(kind, task_id, float(credit), payload)
 
 
 def read_stream_credit(received: Frame) -> int:

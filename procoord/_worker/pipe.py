@@ -26,8 +26,6 @@ from .shm import SharedSetup, WorkerShared
 
 __all__ = ("PipeWorker", "worker_main")
 
-_HEADER = _wire.HEADER.pack
-
 # Processes a worker started get this long to end on SIGTERM when it exits, then SIGKILL.
 CHILDREN_GRACE_S = 1.0
 
@@ -70,7 +68,7 @@ class PipeWorker(WorkerCore):
 
     def send(self, kind: Kind, task_id: int = 0, number: float = 0.0, payload: bytes = b"") -> None:
         """Write one frame; thread-safe (the sampler thread writes too)."""
-        header = _HEADER(len(payload), kind, task_id, number)
+        header = _wire.header(kind, task_id, number, len(payload))
         with self.write_lock:
             try:
                 if len(payload) < 65536:

@@ -73,7 +73,7 @@ async def _awaited(cfg: BenchConfig, ray: Any) -> list[float]:
 
 
 def measure(cfg: BenchConfig, prof: Profiler) -> dict[str, Any]:
-    """Each repetition: procoord's Ray worker, then a plain actor (blocking ray.get)."""
+    """Each repetition: procoord's Ray worker, then a plain actor (blocking ray.get, then awaited)."""
     import ray
 
     started_here = not ray.is_initialized()
