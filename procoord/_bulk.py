@@ -208,7 +208,7 @@ class MapIterator(Generic[T]):
     def __aiter__(self) -> AsyncLoopView[T]:
         # The loop's own view: leaving the loop early closes the map, even while the
         # map is held in a variable (see procoord._loops).
-        return AsyncLoopView(self)
+        return _MapLoopView(self)
 
     if not TYPE_CHECKING:  # a plain `for` by mistake: an error that names `async for`
 
@@ -453,6 +453,31 @@ class MapIterator(Generic[T]):
         state = "closed" if self._closed else ("exhausted" if self._exhausted else "open")
         mode = "ordered" if self._ordered else "unordered"
         return f"<MapIterator {state} {mode} outstanding={self.outstanding} window={self._limit()}>"
+
+
+class _MapLoopView(AsyncLoopView[T]):
+    """A map's view for one loop, which takes a result already here itself: for a map of
+    cheap tasks the loop's cost per item is most of the parent's work, and this saves a
+    call into the iterator per item. Otherwise (and for ``anext(map)``) the iterator's
+    own ``__anext__`` does the same."""
+
+    __slots__ = ("_finished", "_map")
+
+    def __init__(self, source: MapIterator[T]) -> None:
+        super().__init__(source)
+        self._map = source
+        self._finished = source._finished
+
+    async def __anext__(self) -> T:
+        finished = self._finished
+        if finished:
+            source = self._map
+            if not source._closed and not source._busy and source._bar is None:
+                outcome = finished[0]
+                if type(outcome) is tuple:  # a plain result (see MapIterator.__anext__)
+                    finished.popleft()
+                    return outcome  # type: ignore[return-value]
+        return await self._map._anext()
 
 
 async def _watch(chunk: _Chunk, sink: weakref.ref[MapIterator[Any]]) -> None:

@@ -19,38 +19,46 @@ __all__ = ("CallFuture", "start_call")
 
 T = TypeVar("T")
 R = TypeVar("R")
+A = TypeVar("A")
 
 
 class CallFuture(asyncio.Future[T], Coroutine[Any, Any, T]):
     """A future of ``(result, worker_ident)`` that can be awaited, gathered or passed to
     ``asyncio.create_task`` like the coroutine ``call`` used to be."""
 
-    __slots__ = ("_awaited", "_iterator", "_on_cancel")
+    # A gather of many calls keeps every pending future alive, so each Python-level
+    # step and each object more per call counts: the cancel hook is a function and its
+    # argument rather than a closure (four objects for the cyclic garbage collector),
+    # and there is no __init__ (the C future's is all it takes; these slots are set
+    # when first needed and read with getattr where they may not be yet).
+    __slots__ = ("_awaited", "_cancel_arg", "_cancel_with", "_iterator")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(loop=loop)
-        self._on_cancel: Callable[[], object] | None = None
-        self._iterator: Generator[Any, None, T] | None = None
-        self._awaited = False
+    _awaited: bool
+    _cancel_with: Callable[[Any], object] | None
+    _cancel_arg: Any
+    _iterator: Generator[Any, None, T] | None
 
-    def on_cancel(self, hook: Callable[[], object]) -> None:
-        """Call ``hook`` (once) when the future is cancelled before it is done."""
-        self._on_cancel = hook
+    def on_cancel(self, hook: Callable[[A], object], arg: A) -> None:
+        """Call ``hook(arg)`` (once) when the future is cancelled before it is done."""
+        self._cancel_with = hook
+        self._cancel_arg = arg
 
     def cancel(self, msg: Any = None) -> bool:
-        hook, self._on_cancel = self._on_cancel, None
+        hook, arg = getattr(self, "_cancel_with", None), getattr(self, "_cancel_arg", None)
+        self._cancel_with = self._cancel_arg = None
         if hook is not None and not self.done():
-            hook()  # may cancel this future itself (a queued task never runs)
+            hook(arg)  # may cancel this future itself (a queued task never runs)
         if self.done():
             return self.cancelled()
         return super().cancel(msg)
 
     def set_result(self, result: T) -> None:
-        self._on_cancel = None  # breaks the cycle future -> hook -> task record -> future
+        # Breaks the cycle future -> task record -> future.
+        self._cancel_with = self._cancel_arg = None
         super().set_result(result)
 
     def set_exception(self, exception: type | BaseException) -> None:
-        self._on_cancel = None
+        self._cancel_with = self._cancel_arg = None
         super().set_exception(exception)
 
     def result(self) -> T:
@@ -71,13 +79,13 @@ class CallFuture(asyncio.Future[T], Coroutine[Any, Any, T]):
         return super().__await__()
 
     def send(self, value: Any) -> Any:
-        iterator = self._iterator
+        iterator = getattr(self, "_iterator", None)
         if iterator is None:
             iterator = self._iterator = self.__await__()
         return iterator.send(value)
 
     def throw(self, *args: Any) -> Any:
-        iterator = self._iterator
+        iterator = getattr(self, "_iterator", None)
         if iterator is None:
             iterator = self._iterator = self.__await__()
         return iterator.throw(*args)
@@ -90,7 +98,7 @@ class CallFuture(asyncio.Future[T], Coroutine[Any, Any, T]):
         raise TypeError("coord.call(...) must be awaited: `result, worker = await coord.call(...)`, inside a coroutine")
 
     def __del__(self) -> None:
-        if not self._awaited:
+        if not getattr(self, "_awaited", False):
             warnings.warn(
                 "coord.call(...) was never awaited: its task ran (or runs) but its result is dropped; "
                 "write `await coord.call(...)`, or use run_nowait() for a task whose result is not wanted",
@@ -103,34 +111,41 @@ class CallFuture(asyncio.Future[T], Coroutine[Any, Any, T]):
 def start_call(
     loop: asyncio.AbstractEventLoop,
     room: Callable[[], Awaitable[None]] | None,
-    submit: Callable[[CallFuture[T]], R],
+    submit: Callable[[CallFuture[T], tuple[Any, ...]], R],
+    args: tuple[Any, ...],
     cancel: Callable[[R], object],
 ) -> CallFuture[T]:
-    """A call's future: ``submit(future)`` queues its task now, or once ``room()`` is
-    done (``max_pending`` reached); an error either raises is the future's. Cancelling
-    the future before that queues nothing; after, it is ``cancel(task)``."""
-    future: CallFuture[T] = CallFuture(loop)
+    """A call's future: ``submit(future, args)`` queues its task now, or once ``room()``
+    is done (``max_pending`` reached); an error either raises is the future's.
+    Cancelling the future before that queues nothing; after, it is ``cancel(task)``."""
+    future: CallFuture[T] = CallFuture(loop=loop)
     if room is None:
-        _submit(future, submit, cancel)
+        _submit(future, submit, args, cancel)
     else:
-        waiting = loop.create_task(_submit_when_room(future, room, submit, cancel))
-        future.on_cancel(waiting.cancel)
+        waiting = loop.create_task(_submit_when_room(future, room, submit, args, cancel))
+        future.on_cancel(asyncio.Task.cancel, waiting)
     return future
 
 
-def _submit(future: CallFuture[T], submit: Callable[[CallFuture[T]], R], cancel: Callable[[R], object]) -> None:
+def _submit(
+    future: CallFuture[T],
+    submit: Callable[[CallFuture[T], tuple[Any, ...]], R],
+    args: tuple[Any, ...],
+    cancel: Callable[[R], object],
+) -> None:
     try:
-        task = submit(future)
+        task = submit(future, args)
     except Exception as exc:
         future.set_exception(exc)
         return
-    future.on_cancel(lambda: cancel(task))
+    future.on_cancel(cancel, task)
 
 
 async def _submit_when_room(
     future: CallFuture[T],
     room: Callable[[], Awaitable[None]],
-    submit: Callable[[CallFuture[T]], R],
+    submit: Callable[[CallFuture[T], tuple[Any, ...]], R],
+    args: tuple[Any, ...],
     cancel: Callable[[R], object],
 ) -> None:
     try:
@@ -139,4 +154,4 @@ async def _submit_when_room(
         future.set_exception(exc)
         return
     if not future.done():
-        _submit(future, submit, cancel)
+        _submit(future, submit, args, cancel)

@@ -30,9 +30,9 @@ class _Source(Protocol[T_co]):
     def close(self) -> None: ...
 
 
-@final
 class AsyncLoopView(AsyncIterator[T]):
-    """The parts (or results) of ``source`` for one ``async for`` loop."""
+    """The parts (or results) of ``source`` for one ``async for`` loop (a subclass may
+    take what is ready without calling the source: see procoord._bulk)."""
 
     __slots__ = ("_source",)
 

@@ -95,6 +95,7 @@ class Coordinator(WorkShapes[TaskT, ResultT]):
         self.max_tasks_per_worker = chosen.max_tasks_per_worker
         self.max_rss_per_worker = chosen.max_rss_per_worker
         self._dispatch = Dispatcher(chosen.queue_threshold, chosen.ewma_floor, chosen.max_pending)
+        self._cancel_call = self._dispatch.cancel  # bound once: a call keeps it while pending
         self._slots = self._dispatch.slots
         self._ledger = self._dispatch.ledger
         self._recycler = Recycler(self._dispatch)
@@ -381,12 +382,8 @@ class Coordinator(WorkShapes[TaskT, ResultT]):
             # Binds the loop, or reports a wrong loop or thread, when awaited.
             return NotAwaited(self._call(task, prefs, timeout, retries, priority), "coord.call")  # type: ignore[return-value]
 
-        def submit(future: CallFuture[tuple[ResultT, Hashable]]) -> Task:
-            self._check_not_closed()  # on its loop: checked by call
-            return self._submit_task(task, prefs, timeout, 0, retries, priority, future)
-
         room = self._wait_for_room if self._ledger.full() and not self._closer.closing else None
-        return start_call(loop, room, submit, self._dispatch.cancel)
+        return start_call(loop, room, _submit_call, (self, task, prefs, timeout, retries, priority), self._cancel_call)
 
     def _wait_for_room(self) -> Awaitable[None]:
         return self._ledger.wait_for_space(self._check_open)
@@ -461,6 +458,14 @@ class Coordinator(WorkShapes[TaskT, ResultT]):
     def __repr__(self) -> str:
         state = "closed" if self._closer.closing else "open"
         return f"<Coordinator {state} workers={len(self._slots)} pending={self._ledger.unfinished}>"
+
+
+def _submit_call(future: CallFuture[Any], args: tuple[Any, ...]) -> Task:
+    """Queue the task of ``coord.call`` (on its loop: checked by call) with its future."""
+    coord: Coordinator[Any, Any] = args[0]
+    task, prefs, timeout, retries, priority = args[1:]
+    coord._check_not_closed()
+    return coord._submit_task(task, prefs, timeout, 0, retries, priority, future)
 
 
 def terminate_workers(coord: Coordinator) -> None:
