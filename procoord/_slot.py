@@ -259,6 +259,7 @@ class WorkerSlot(SlotLife):
         owner = self.owner
         inflight = self.inflight
         counts = self.counts
+        window = self.window
         returned: list[Task] = []
         now = time.perf_counter()  # the frames of one read arrived together
         for received in frames:
@@ -281,7 +282,10 @@ class WorkerSlot(SlotLife):
             if kind in _RAN:
                 self.tasks_run += task.size or 1
             if kind == _RESULT:
-                self._measured(task, number / task.size if task.size else number, now)
+                # As _measured does, written out for the common frame.
+                run_s = number / task.size if task.size else number
+                written_at = task.written_at
+                window.measured(run_s, now - written_at - run_s if task.started_at == written_at else None)
                 try:
                     value = _wire.load_payload(payload)
                 except BaseException as exc:  # a result that exits on unpickling must not stop the loop
@@ -312,6 +316,7 @@ class WorkerSlot(SlotLife):
                 owner.task_finished(task)
             elif kind == Kind.RETURNED:
                 returned.append(task)
+        window.settle()
         if returned:
             owner.reroute(returned, self)
         self._update_head()
@@ -326,6 +331,8 @@ class WorkerSlot(SlotLife):
         owner.pump()
 
     def _measured(self, task: Task, run_s: float, now: float) -> None:
+        """Give the window a task's run time, and the channel's share of its round trip
+        when it was written to an idle worker (then it started as it arrived)."""
         idle = task.started_at == task.written_at  # written to an idle worker: a round trip
         self.window.measured(run_s, now - task.written_at - run_s if idle else None)
 

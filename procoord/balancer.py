@@ -150,7 +150,8 @@ INITIAL_ROUND_TRIP_S = 100e-6
 class Window:
     """What one worker's in-flight window is sized from: its task times (an EWMA and a
     decaying maximum) and its channel's round trip, both measured; and the depth that
-    gives (how many tasks may be written to the worker ahead of their turn)."""
+    gives (how many tasks may be written to the worker ahead of their turn), brought up
+    to date by :meth:`settle` after the measurements of one batch of results."""
 
     __slots__ = ("depth", "ewma_s", "recent_max_s", "round_trip_s")
 
@@ -165,11 +166,15 @@ class Window:
         trip when it was written to an idle worker (else None)."""
         # update_ewma and decay_max, written out: this runs once per task.
         ewma = self.ewma_s
-        ewma = self.ewma_s = run_s if ewma is None else ALPHA * run_s + (1.0 - ALPHA) * ewma
+        self.ewma_s = run_s if ewma is None else ALPHA * run_s + (1.0 - ALPHA) * ewma
         recent = self.recent_max_s * RECENT_MAX_DECAY
         if run_s > recent:
             recent = run_s
         self.recent_max_s = recent
         if trip_s is not None and trip_s > 0:
             self.round_trip_s = ALPHA * trip_s + (1.0 - ALPHA) * self.round_trip_s
-        self.depth = window_depth(ewma, self.round_trip_s, MAX_WINDOW, recent)
+
+    def settle(self) -> None:
+        """Size the window from the measurements so far (once per batch of results:
+        nothing writes to the worker in between)."""
+        self.depth = window_depth(self.ewma_s, self.round_trip_s, MAX_WINDOW, self.recent_max_s)

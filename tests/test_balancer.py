@@ -134,16 +134,23 @@ def test_window_depth_after_a_long_task() -> None:
 
 def test_window_follows_the_pure_rules() -> None:
     """Test that a Window (which writes the EWMA and decaying maximum out, for speed)
-    gives what update_ewma, decay_max and window_depth give, sample by sample."""
+    gives what update_ewma, decay_max and window_depth give, sample by sample, and that
+    its depth changes only when it settles (once per batch of results)."""
     window = Window()
     ewma: float | None = None
     recent, trip = 0.0, INITIAL_ROUND_TRIP_S
     samples = [(20e-6, 80e-6), (5e-6, None), (0.2, None), (3e-6, 60e-6), (1e-6, -1.0), (4e-6, 90e-6)]
     for run_s, trip_s in samples * 20:
         window.measured(run_s, trip_s)
+        window.settle()
         ewma = update_ewma(ewma, run_s)
         recent = decay_max(recent, run_s)
         if trip_s is not None and trip_s > 0:
             trip = update_ewma(trip, trip_s)
         assert (window.ewma_s, window.recent_max_s, window.round_trip_s) == pytest.approx((ewma, recent, trip))
         assert window.depth == window_depth(ewma, trip, MAX_WINDOW, recent)
+    depth = window.depth
+    window.measured(0.5, None)  # a long task: a window of 1 once settled
+    assert window.depth == depth
+    window.settle()
+    assert window.depth == 1
