@@ -285,7 +285,7 @@ class Dispatcher:
             for slot in slots:
                 if slot.queued:
                     slot.fill_from_queue()
-                slot.flush()
+                    slot.flush()
             return
         above = shared.top_priority()
         held = False
