@@ -311,9 +311,13 @@ class Dispatcher:
         for cand in cands:
             rooms += cand.has_room
         while rooms:
-            i = balancer.pick_for_pull(cands, times, len(shared))
+            i = balancer.pick_best(cands, times)
             if i is None:
                 return
+            if not cands[i].has_room:  # the best worker is full: another may take it, or it waits
+                i = balancer.pick_for_pull(cands, times, len(shared))
+                if i is None:
+                    return
             slot = slots[i]
             seq = next(self._given)
             slot.write(shared.popleft(), seq)

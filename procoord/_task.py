@@ -223,7 +223,9 @@ class TaskQueue:
         """The next task: the oldest of the highest priority; IndexError when empty."""
         if not self._live:
             raise IndexError("pop from an empty TaskQueue")
-        lane = self._head_lane()
+        lane = self._lanes[-self._top[0]]
+        if not lane.live or lane.entries[0].queue is not self:  # emptied, or its head discarded
+            lane = self._head_lane()
         task = lane.entries.popleft()
         task.queue = None
         lane.live -= 1

@@ -57,16 +57,17 @@ class JoinHandle(Generic[R]):
         :class:`~procoord.WorkerLostError`, ..., or :class:`asyncio.CancelledError` when
         the task was cancelled.
         """
+        return await self
+
+    def __await__(self) -> Generator[Any, None, R]:
+        # join() itself, as a generator: ``await handle`` makes no coroutine.
         future: asyncio.Future[tuple[Any, Hashable]] = self._task.future
         if not future.done():
-            await self._task.wait()
+            yield from self._task.wait().__await__()
         pair = future.result()
         if self._transform is None:
             return pair  # type: ignore[return-value]
         return self._transform(pair)
-
-    def __await__(self) -> Generator[Any, None, R]:
-        return self.join().__await__()
 
     if not TYPE_CHECKING:  # to a type checker a handle stays not iterable: the mistake is caught there
 

@@ -132,7 +132,8 @@ def dumps_parts(obj: Any, what: str, *, snapshot: bool = False) -> list[bytes | 
     written), as with ordinary pickling.
     """
     if type(obj) in _SCALARS:  # nothing out of band, nothing of __main__
-        return [_checked(pickle.dumps(obj, PROTOCOL), what)]
+        data = pickle.dumps(obj, PROTOCOL)
+        return [data if len(data) <= MAX_PAYLOAD else _checked(data, what)]
     buffers: list[tuple[int, Any]] = []
     data = _pickle(obj, what, buffers, _has_big_bytes(obj))
     if not buffers:
