@@ -182,7 +182,7 @@ class TaskQueue:
 
     def append(self, task: Task) -> None:
         """Queue a task behind those of its priority."""
-        lane = self._lane(task.priority)
+        lane = self._lanes.get(task.priority) or self._lane(task.priority)
         task.queue = self
         lane.entries.append(task)
         lane.live += 1

@@ -47,6 +47,10 @@ ERROR_EXIT_GRACE_S = 5.0
 YIELD_EVERY_RUNS = 64
 
 
+# What a task given to a closed coordinator raises.
+_CLOSED = "the coordinator is closed; create a new one"
+
+
 @final
 class Coordinator(WorkShapes[TaskT, ResultT]):
     """Load-balances tasks over stateful workers, one OS process each.
@@ -431,11 +435,12 @@ class Coordinator(WorkShapes[TaskT, ResultT]):
     def _check_open(self) -> None:
         if not self._binding.here():
             self._binding.check()
-        self._check_not_closed()
+        if self._closer.closing:  # _check_not_closed, inline: this runs once per task
+            raise CoordinatorClosedError(_CLOSED)
 
     def _check_not_closed(self) -> None:
         if self._closer.closing:
-            raise CoordinatorClosedError("the coordinator is closed; create a new one")
+            raise CoordinatorClosedError(_CLOSED)
 
     async def close(self, cancel_pending: bool = False, *, timeout: float | None = None) -> None:
         """Stop accepting tasks, let queued and running tasks finish, and stop every
