@@ -64,9 +64,19 @@ def routing_times(ewmas: Sequence[float | None], floor_s: float) -> list[float]:
     A worker without a measurement counts as the mean of those that have one
     (``DEFAULT_STANDIN_S`` when none has); every time is raised to ``floor_s``.
     """
-    measured = [e for e in ewmas if e is not None]
-    standin = sum(measured) / len(measured) if measured else DEFAULT_STANDIN_S
-    return [max(standin if e is None else e, floor_s) for e in ewmas]
+    # Written as loops (this runs at every pump that routes a shared task).
+    total = 0.0
+    count = 0
+    for e in ewmas:
+        if e is not None:
+            total += e
+            count += 1
+    standin = total / count if count else DEFAULT_STANDIN_S
+    times = []
+    for e in ewmas:
+        t = standin if e is None else e
+        times.append(t if t > floor_s else floor_s)
+    return times
 
 
 def _score(c: Candidate, t: float) -> float:
