@@ -281,7 +281,7 @@ class Dispatcher:
             return
         self._windows_full = False
         shared = self._shared
-        if not shared:  # only the workers' own queues to serve
+        if not shared.size:  # only the workers' own queues to serve
             for slot in slots:
                 if slot.queued:
                     slot.fill_from_queue()
@@ -294,7 +294,7 @@ class Dispatcher:
                 slot.fill_from_queue(above)
                 held = held or bool(slot.queued)
         slots = [s for s in self.slots.values() if s.ready]
-        if shared:
+        if shared.size:
             self._pull(slots, shared)
         if held:
             for slot in slots:
@@ -315,13 +315,13 @@ class Dispatcher:
             if i is None:
                 return
             if not cands[i].has_room:  # the best worker is full: another may take it, or it waits
-                i = balancer.pick_for_pull(cands, times, len(shared))
+                i = balancer.pick_for_pull(cands, times, shared.size)
                 if i is None:
                     return
             slot = slots[i]
             seq = next(self._given)
             slot.write(shared.popleft(), seq)
-            if not shared:
+            if not shared.size:
                 return
             cand = cands[i]
             cand.queue_len += 1

@@ -115,12 +115,12 @@ class WorkerSlot(SlotLife):
 
     @property
     def queue_len(self) -> int:
-        return len(self._queue) + len(self.inflight)
+        return self._queue.size + len(self.inflight)
 
     @property
     def queued(self) -> int:
         """Tasks bound to this worker and not yet written to it."""
-        return len(self._queue)
+        return self._queue.size
 
     @property
     def is_async(self) -> bool:

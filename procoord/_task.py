@@ -156,18 +156,18 @@ class TaskQueue:
     again).
     """
 
-    __slots__ = ("_lanes", "_live", "_top")
+    __slots__ = ("_lanes", "_top", "size")
 
     def __init__(self) -> None:
         self._lanes: dict[int, _Lane] = {}
         self._top: list[int] = []  # negated priorities, one per lane
-        self._live = 0
+        self.size = 0  # live tasks queued (read it; only the queue changes it)
 
     def __len__(self) -> int:
-        return self._live
+        return self.size
 
     def __bool__(self) -> bool:
-        return self._live > 0
+        return self.size > 0
 
     def __iter__(self) -> Iterator[Task]:
         for priority in sorted(self._lanes, reverse=True):
@@ -186,7 +186,7 @@ class TaskQueue:
         task.queue = self
         lane.entries.append(task)
         lane.live += 1
-        self._live += 1
+        self.size += 1
 
     def appendleft(self, task: Task) -> None:
         """Queue a task ahead of those of its priority (it was handed back)."""
@@ -194,7 +194,7 @@ class TaskQueue:
         task.queue = self
         lane.entries.appendleft(task)
         lane.live += 1
-        self._live += 1
+        self.size += 1
 
     def extend(self, tasks: list[Task]) -> None:
         for task in tasks:
@@ -215,13 +215,13 @@ class TaskQueue:
 
     def top_priority(self) -> int | None:
         """The priority of the task ``popleft`` would give, or None when empty."""
-        if not self._live:
+        if not self.size:
             return None
         return self._head_lane().entries[0].priority
 
     def popleft(self) -> Task:
         """The next task: the oldest of the highest priority; IndexError when empty."""
-        if not self._live:
+        if not self.size:
             raise IndexError("pop from an empty TaskQueue")
         lane = self._lanes[-self._top[0]]
         if not lane.live or lane.entries[0].queue is not self:  # emptied, or its head discarded
@@ -229,7 +229,7 @@ class TaskQueue:
         task = lane.entries.popleft()
         task.queue = None
         lane.live -= 1
-        self._live -= 1
+        self.size -= 1
         return task
 
     def discard(self, task: Task) -> bool:
@@ -241,7 +241,7 @@ class TaskQueue:
         lane.live -= 1
         if not lane.live:
             lane.entries.clear()
-        self._live -= 1
+        self.size -= 1
         return True
 
     def drain(self) -> list[Task]:
@@ -251,5 +251,5 @@ class TaskQueue:
             task.queue = None
         self._lanes.clear()
         self._top.clear()
-        self._live = 0
+        self.size = 0
         return tasks
