@@ -2,19 +2,36 @@
 daemon thread, the Coordinator built and closed on it, and calls run on it from other
 threads. It holds no reference to the facade, so the facade can be collected (and its
 finalizer run) while the thread lives.
+
+Signals are the main thread's: the loop thread (and the threads it starts) block them,
+so that Ctrl-C interrupts the caller's wait instead of landing, unseen, on a thread of
+procoord's; and the caller's waits wake now and then (:func:`wait_for_result`), so a
+signal that another thread of the program took is raised in the caller all the same.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import signal
 import threading
+import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from .coordinator import Coordinator
 
-__all__ = ("CANCEL_WAIT_S", "EXIT_GRACE_S", "LoopThread", "finalize")
+__all__ = (
+    "CANCEL_WAIT_S",
+    "EXIT_GRACE_S",
+    "LoopThread",
+    "block_signals",
+    "finalize",
+    "join_thread",
+    "wait_for_result",
+)
+
+T = TypeVar("T")
 
 # How long an unclosed facade's loop thread gets to close its coordinator when it is
 # collected or at interpreter exit: long enough for workers to finish a short running task
@@ -25,6 +42,43 @@ EXIT_GRACE_S = 3.0
 # How long future.cancel() waits for the coordinator's loop to cancel the task; the loop
 # answers in microseconds unless it is blocked.
 CANCEL_WAIT_S = 5.0
+
+# A waiting caller wakes this often to run the handlers of signals another thread took
+# (CPython runs them in the main thread, whose wait only a signal of its own interrupts).
+SIGNAL_CHECK_S = 0.1
+
+# Signals that a thread raises against itself (faults): never blocked, or the kernel
+# kills the process at the first one.
+_FAULTS = frozenset(
+    getattr(signal, name)
+    for name in ("SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL", "SIGTRAP", "SIGSYS")
+    if hasattr(signal, name)
+)
+
+
+def block_signals() -> None:
+    """Leave asynchronous signals to the other threads (call first thing in a thread
+    procoord starts; the threads it starts in turn inherit the mask)."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals() - _FAULTS)
+
+
+def wait_for_result(future: concurrent.futures.Future[T], timeout: float | None = None) -> T:
+    """``future.result(timeout)``, waking every SIGNAL_CHECK_S so that a Ctrl-C another
+    thread took is raised here (as KeyboardInterrupt) instead of once the future is done."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        wait_s = SIGNAL_CHECK_S if deadline is None else min(SIGNAL_CHECK_S, max(0.0, deadline - time.monotonic()))
+        try:
+            return future.result(wait_s)
+        except concurrent.futures.TimeoutError:
+            if future.done() or (deadline is not None and time.monotonic() >= deadline):
+                raise
+
+
+def join_thread(thread: threading.Thread) -> None:
+    """``thread.join()``, waking as :func:`wait_for_result` does."""
+    while thread.is_alive():
+        thread.join(SIGNAL_CHECK_S)
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
@@ -53,6 +107,7 @@ class LoopThread:
             raise
 
     def _main(self, build: Callable[[], Coordinator], started: concurrent.futures.Future[None]) -> None:
+        block_signals()
         loop = self.loop
         asyncio.set_event_loop(loop)
         try:

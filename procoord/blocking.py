@@ -36,7 +36,7 @@ from types import TracebackType
 from typing import Any, Generic, Literal, Self, TypeVar, Unpack, final, overload
 
 from ._bulk import MapIterator
-from ._loop_thread import LoopThread, finalize
+from ._loop_thread import LoopThread, finalize, join_thread, wait_for_result
 from ._loops import LoopView
 from ._options import CoordinatorOptions, MapOptions
 from ._stream import StreamIterator
@@ -157,7 +157,7 @@ class BlockingCoordinator(Generic[TaskT, ResultT]):
             raise RuntimeError("a BlockingCoordinator cannot be waited on from its own event loop; use .coordinator")
         future = self.run_coroutine_nowait(coro)
         try:
-            return future.result(timeout)
+            return wait_for_result(future, timeout)
         except concurrent.futures.TimeoutError:
             future.cancel()
             raise
@@ -366,7 +366,7 @@ class BlockingCoordinator(Generic[TaskT, ResultT]):
             finally:
                 self._finalizer.detach()
                 self._runner.request_stop(cancel_pending)
-                self._runner.thread.join()
+                join_thread(self._runner.thread)
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"

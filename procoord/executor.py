@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import Any, ParamSpec, TypeVar
 
+from ._loop_thread import block_signals
 from .backends._base import Backend
 from .blocking import BlockingCoordinator
 from .errors import RemoteTraceback, TaskProcessError
@@ -36,6 +37,12 @@ T = TypeVar("T")
 
 # Workers are named after their position, so stats() reads naturally.
 WORKER_PREFIX = "executor-"
+
+
+def _close_quietly(blocking: BlockingCoordinator) -> None:
+    """Close in a thread of its own that leaves signals (Ctrl-C) to the program's threads."""
+    block_signals()
+    blocking.close()
 
 
 def _execute(call: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]) -> Any:
@@ -171,7 +178,7 @@ class Executor(concurrent.futures.Executor):
         if wait:
             self._blocking.close()
         else:
-            threading.Thread(target=self._blocking.close, name="procoord-executor-shutdown").start()
+            threading.Thread(target=_close_quietly, args=(self._blocking,), name="procoord-executor-shutdown").start()
 
     # -- more than the contract ---------------------------------------------------------
 

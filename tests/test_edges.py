@@ -364,23 +364,36 @@ def test_blocking_ctrl_c_gives_running_tasks_the_grace_then_kills(beacons: Beaco
     """Test that a BlockingCoordinator left by Ctrl-C kills a long running task after
     the same grace as async with, instead of waiting for it to end."""
     proc, worker_pid = _start_interrupted_script(beacons)
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=DEADLOCK_TIMEOUT)
-    assert "KeyboardInterrupt" in stderr and "did not stop in time" in stderr
-    assert not _alive(worker_pid)
+    try:
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=DEADLOCK_TIMEOUT)
+        assert "KeyboardInterrupt" in stderr and "did not stop in time" in stderr
+        assert not _alive(worker_pid)
+    finally:
+        _end(proc)
 
 
 def test_blocking_second_ctrl_c_exits_at_once(beacons: BeaconFactory) -> None:
     """Test that a second Ctrl-C during that grace kills the workers and exits."""
     proc, worker_pid = _start_interrupted_script(beacons)
-    proc.send_signal(signal.SIGINT)
-    assert proc.stderr is not None
-    before = []
-    while not before or "Ctrl-C again" not in before[-1]:
-        before.append(proc.stderr.readline())
-        assert before[-1], "".join(before)
-    proc.send_signal(signal.SIGINT)
-    _, rest = proc.communicate(timeout=DEADLOCK_TIMEOUT)
-    stderr = "".join(before) + rest
-    assert "KeyboardInterrupt" in stderr and "did not stop in time" not in stderr, stderr
-    assert not _alive(worker_pid)
+    try:
+        proc.send_signal(signal.SIGINT)
+        assert proc.stderr is not None
+        before = []
+        while not before or "Ctrl-C again" not in before[-1]:
+            before.append(proc.stderr.readline())
+            assert before[-1], "".join(before)
+        proc.send_signal(signal.SIGINT)
+        _, rest = proc.communicate(timeout=DEADLOCK_TIMEOUT)
+        stderr = "".join(before) + rest
+        assert "KeyboardInterrupt" in stderr and "did not stop in time" not in stderr, stderr
+        assert not _alive(worker_pid)
+    finally:
+        _end(proc)
+
+
+def _end(proc: subprocess.Popen[str]) -> None:
+    """Kill the script if a failed check left it running (and its workers with it)."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.communicate()

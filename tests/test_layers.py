@@ -148,7 +148,7 @@ RULES: dict[str, set[str]] = {
     },
     "interface": {"_interface_client", "_interface_spec", "coordinator"},
     "_demo": {"coordinator", "prefs", "processor", "stats"},
-    "executor": {"backends._base", "blocking", "coordinator", "errors", "prefs", "stats", "_options"},
+    "executor": {"backends._base", "blocking", "coordinator", "errors", "prefs", "stats", "_loop_thread", "_options"},
     "metrics": {"blocking", "coordinator", "stats"},
     # The package, the command line and the benchmark sit on top of everything.
     "__init__": ANY_MODULE,
