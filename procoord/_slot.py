@@ -22,7 +22,7 @@ from ._stream import STREAM_CREDIT
 from ._task import Task, TaskQueue
 from ._wire import Frame, Kind
 from .backends._base import Backend
-from .errors import TaskTimeoutError
+from .errors import TaskTimeoutError, WorkerLostError
 from .prefs import Required
 from .processor import ProcessorSpec
 
@@ -337,8 +337,9 @@ class WorkerSlot(SlotLife):
         self.window.measured(run_s, now - task.written_at - run_s if idle else None)
 
     def channel_lost(self, exitcode: int | None) -> None:
-        if self.state in ("stopped", "failed"):  # terminated from outside the loop: nothing to do
+        if self.state in ("stopped", "failed"):  # terminated from outside the loop
             self.channel = None
+            self._fail_inflight(exitcode)
             return
         channel_pid = self.pid
         self.channel = None
@@ -391,6 +392,32 @@ class WorkerSlot(SlotLife):
         if movable:
             self.owner.reroute(movable, self)
         self.owner.pump()
+
+    def terminate_sync(self, grace_s: float) -> None:
+        super().terminate_sync(grace_s)
+        inflight = list(self.inflight.values())  # read from another thread: a snapshot
+        if inflight and not (loop := inflight[0].future.get_loop()).is_closed():
+            try:  # on the loop, ahead of whatever the caller asks of it next (a close)
+                loop.call_soon_threadsafe(self._fail_inflight, None)
+            except RuntimeError:  # the loop closed meanwhile: nobody waits for them
+                pass
+
+    def _fail_inflight(self, exitcode: int | None) -> None:
+        """Fail what was written to a worker ended from outside the loop
+        (``terminate_workers``): nothing restarts it, so none of it will finish."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._head = None
+        inflight = list(self.inflight.values())
+        self.inflight.clear()
+        self._wake_idle()
+        for i, task in enumerate(inflight):
+            self.failed += 1
+            error = WorkerLostError(
+                self.ident, self.pid, exitcode, "its coordinator ended it", "terminate_workers", ran=i == 0
+            )
+            self.owner.task_finished(task, error=error)
 
     def _count_retries(self, tasks: list[Task]) -> None:
         for task in tasks:

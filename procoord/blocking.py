@@ -360,8 +360,10 @@ class BlockingCoordinator(Generic[TaskT, ResultT]):
                 if self._runner.thread.is_alive():
                     self.run_coroutine(self._coord.close(cancel_pending, timeout=timeout))
             except KeyboardInterrupt:
-                # Interrupted while closing (a second Ctrl-C): no more waiting.
+                # Interrupted while closing (a second Ctrl-C): no more waiting, for the
+                # running tasks (their workers are killed) nor for the queued ones.
                 terminate_workers(self._coord)
+                cancel_pending = True
                 raise
             finally:
                 self._finalizer.detach()

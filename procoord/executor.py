@@ -22,6 +22,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterable, Iterator
+from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
 from ._loop_thread import block_signals
@@ -97,6 +98,11 @@ class Executor(concurrent.futures.Executor):
     ``ProcessPoolExecutor`` does), or as :class:`~procoord.TaskProcessError` when it
     cannot be rebuilt in the parent. A worker process that dies fails only the call it
     was running, with :class:`~procoord.WorkerLostError`, and is restarted.
+
+    Leaving a ``with`` block by Ctrl-C does not wait for the calls as a plain exit does
+    (the workers do not get the terminal's Ctrl-C): calls not yet running are
+    cancelled, running ones get a few seconds (as with ``BlockingCoordinator``), then
+    their workers are killed; a second Ctrl-C kills them at once.
     """
 
     def __init__(self, max_workers: int | None = None, *, backend: Backend | None = None, **coordinator_options: Any):
@@ -162,6 +168,19 @@ class Executor(concurrent.futures.Executor):
         while chunk := _take(argument_tuples, chunksize):
             futures.append(self.submit(_apply_chunk, fn, chunk))
         return _results(futures, end_time)
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+            with self._lock:
+                self._shutdown = True
+                pending = list(self._futures)
+            for future in pending:
+                future.cancel()  # those not running yet
+            self._blocking.__exit__(exc_type, exc, tb)  # the grace, then the kill
+        else:
+            self.shutdown(wait=True)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Accept no more calls and stop the workers once the submitted calls are done.

@@ -73,6 +73,38 @@ with BlockingCoordinator() as first:
 """
 
 
+# Ctrl-C while a caller waits on an Executor's future, in a with block.
+EXECUTOR_SCRIPT = """
+import logging, sys
+import procoord
+from tests import _funcs
+
+logging.basicConfig(level=logging.WARNING, format="%(message)s")
+with procoord.Executor(max_workers=1) as ex:
+    running = ex.submit(_funcs.hold, (sys.argv[1], sys.argv[2]))
+    queued = ex.submit(_funcs.double, 21)
+    print(ex.stats()["executor-0"].pid, flush=True)
+    running.result()
+"""
+
+# Ctrl-C while close() waits for a task that never ends: the close gives up at once and
+# the task's future fails instead of staying pending.
+CLOSE_SCRIPT = """
+import sys
+from procoord import BlockingCoordinator
+from tests import _funcs
+
+bc = BlockingCoordinator()
+bc.add_worker("w", _funcs.hold)
+print(bc.stats()["w"].pid, flush=True)
+running = bc.run_nowait((sys.argv[1], sys.argv[2]))
+try:
+    bc.close()
+except KeyboardInterrupt:
+    print(type(running.exception(timeout=10)).__name__, flush=True)
+"""
+
+
 def _environment() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
@@ -130,6 +162,57 @@ def test_ctrl_c_taken_by_another_thread_interrupts_a_blocking_call(beacons: Beac
         _, rest = proc.communicate("\n", timeout=DEADLOCK_TIMEOUT)
         stderr = before + rest
         assert "KeyboardInterrupt" in stderr and "did not stop in time" not in stderr, stderr
+        assert not _alive(worker_pid)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def _start(script: str, beacons: BeaconFactory) -> tuple[subprocess.Popen[str], int]:
+    """Start ``script`` with a started and a release beacon; return once its task runs."""
+    started, release = beacons(), beacons()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, started.path, release.path],
+        cwd=ROOT,
+        env=_environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    pid = int(proc.stdout.readline())
+    asyncio.run(started.wait())
+    return proc, pid
+
+
+def test_executor_left_by_ctrl_c_twice_ends_at_once(beacons: BeaconFactory) -> None:
+    """Test that a Ctrl-C in an Executor's with block gives the running call the grace
+    (instead of waiting for it forever, as its worker does not get the Ctrl-C), and a
+    second one ends the program at once, the worker with it."""
+    proc, worker_pid = _start(EXECUTOR_SCRIPT, beacons)
+    try:
+        proc.send_signal(signal.SIGINT)
+        before = _read_until(proc, "Ctrl-C again", DEADLOCK_TIMEOUT)
+        proc.send_signal(signal.SIGINT)
+        _, rest = proc.communicate(timeout=DEADLOCK_TIMEOUT)
+        stderr = before + rest
+        assert "KeyboardInterrupt" in stderr and "did not stop in time" not in stderr, stderr
+        assert not _alive(worker_pid)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def test_ctrl_c_during_close_fails_the_running_task(beacons: BeaconFactory) -> None:
+    """Test that Ctrl-C while close() waits for a task that never ends kills its worker
+    at once, and the task's future fails with WorkerLostError instead of staying pending."""
+    proc, worker_pid = _start(CLOSE_SCRIPT, beacons)
+    try:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=DEADLOCK_TIMEOUT)
+        assert out.strip() == "WorkerLostError", err
         assert not _alive(worker_pid)
     finally:
         if proc.poll() is None:
