@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
+    Awaitable,
     Callable,
     Hashable,
     Iterable,
@@ -215,14 +216,10 @@ class MapIterator(Generic[T]):
         def __iter__(self) -> None:
             async_for_needed("coord.map(...)")
 
-    async def __anext__(self) -> T:
-        finished = self._finished
-        if finished and not self._closed and not self._busy and self._bar is None:
-            outcome = finished[0]
-            if type(outcome) is tuple:  # a plain result, already here
-                finished.popleft()
-                return outcome  # type: ignore[return-value]
-        return await self._anext()
+    def __anext__(self) -> Awaitable[T]:
+        # ``anext(map)``; ``async for`` goes through _MapLoopView, which takes a result
+        # already here without this call.
+        return self._anext()
 
     async def _anext(self) -> T:
         if self._closed:
@@ -458,8 +455,7 @@ class MapIterator(Generic[T]):
 class _MapLoopView(AsyncLoopView[T]):
     """A map's view for one loop, which takes a result already here itself: for a map of
     cheap tasks the loop's cost per item is most of the parent's work, and this saves a
-    call into the iterator per item. Otherwise (and for ``anext(map)``) the iterator's
-    own ``__anext__`` does the same."""
+    call into the iterator per item."""
 
     __slots__ = ("_finished", "_map")
 
@@ -474,7 +470,7 @@ class _MapLoopView(AsyncLoopView[T]):
             source = self._map
             if not source._closed and not source._busy and source._bar is None:
                 outcome = finished[0]
-                if type(outcome) is tuple:  # a plain result (see MapIterator.__anext__)
+                if type(outcome) is tuple:  # a plain result, not a _Failed
                     finished.popleft()
                     return outcome  # type: ignore[return-value]
         return await self._map._anext()

@@ -343,13 +343,7 @@ class WorkerSlot(SlotLife):
             return
         channel_pid = self.pid
         self.channel = None
-        self._wake_idle()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._head = None
-        inflight = list(self.inflight.values())
-        self.inflight.clear()
+        inflight = self._take_inflight()
         timed_out, self._timed_out = self._timed_out, None
         killed_by, self._killed_by = self._killed_by, ""
         stopping = self.state == "stopping"
@@ -402,17 +396,22 @@ class WorkerSlot(SlotLife):
             except RuntimeError:  # the loop closed meanwhile: nobody waits for them
                 pass
 
-    def _fail_inflight(self, exitcode: int | None) -> None:
-        """Fail what was written to a worker ended from outside the loop
-        (``terminate_workers``): nothing restarts it, so none of it will finish."""
+    def _take_inflight(self) -> list[Task]:
+        """The process is gone: take back what was written to it (running task first),
+        with its timeout and the wait of a hand-over."""
+        self._wake_idle()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         self._head = None
         inflight = list(self.inflight.values())
         self.inflight.clear()
-        self._wake_idle()
-        for i, task in enumerate(inflight):
+        return inflight
+
+    def _fail_inflight(self, exitcode: int | None) -> None:
+        """Fail what was written to a worker ended from outside the loop
+        (``terminate_workers``): nothing restarts it, so none of it will finish."""
+        for i, task in enumerate(self._take_inflight()):
             self.failed += 1
             error = WorkerLostError(
                 self.ident, self.pid, exitcode, "its coordinator ended it", "terminate_workers", ran=i == 0

@@ -173,11 +173,7 @@ class Executor(concurrent.futures.Executor):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
-            with self._lock:
-                self._shutdown = True
-                pending = list(self._futures)
-            for future in pending:
-                future.cancel()  # those not running yet
+            self._stop_accepting(cancel_futures=True)
             self._blocking.__exit__(exc_type, exc, tb)  # the grace, then the kill
         else:
             self.shutdown(wait=True)
@@ -188,16 +184,20 @@ class Executor(concurrent.futures.Executor):
         ``cancel_futures=True`` first cancels every call not yet running. ``wait=False``
         returns at once; the workers stop in the background when their calls are done
         (the interpreter waits for that at exit)."""
+        self._stop_accepting(cancel_futures)
+        if wait:
+            self._blocking.close()
+        else:
+            threading.Thread(target=_close_quietly, args=(self._blocking,), name="procoord-executor-shutdown").start()
+
+    def _stop_accepting(self, cancel_futures: bool) -> None:
+        """Refuse new calls; with ``cancel_futures``, cancel those not running yet."""
         with self._lock:
             self._shutdown = True
             pending = list(self._futures)
         if cancel_futures:
             for future in pending:
                 future.cancel()
-        if wait:
-            self._blocking.close()
-        else:
-            threading.Thread(target=_close_quietly, args=(self._blocking,), name="procoord-executor-shutdown").start()
 
     # -- more than the contract ---------------------------------------------------------
 

@@ -8,11 +8,8 @@ import gc
 import os
 import pickle
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
-import psutil
 import pytest
 
 from procoord import (
@@ -25,7 +22,7 @@ from procoord import (
 )
 
 from . import _funcs
-from ._run import ROOT
+from ._run import alive, end_script, start_held_script
 from .conftest import DEADLOCK_TIMEOUT, BeaconFactory
 
 # Enough queued handles that cancelling them one by one, last to first, takes minutes
@@ -189,13 +186,6 @@ def test_blocking_facade_has_the_whole_surface() -> None:
         assert bc.closed
 
 
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
 async def test_close_during_add_worker_leaves_no_worker(beacons: BeaconFactory, tmp_path: Path) -> None:
     """Test that close() while an add_worker is in flight waits for that worker and ends
     it: add_worker raises CoordinatorClosedError, and once close returns its process is gone."""
@@ -210,7 +200,7 @@ async def test_close_during_add_worker_leaves_no_worker(beacons: BeaconFactory, 
     closing = asyncio.ensure_future(coord.close())
     await release.signal()
     await asyncio.wait_for(closing, DEADLOCK_TIMEOUT)
-    assert not _alive(pid)
+    assert not alive(pid)
     with pytest.raises(CoordinatorClosedError):
         await adding
 
@@ -227,9 +217,9 @@ async def test_cancelled_close_can_be_finished_later(beacons: BeaconFactory) -> 
     assert pid is not None
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(coord.close(), 0.05)
-    assert coord.closed and _alive(pid)
+    assert coord.closed and alive(pid)
     await coord.close(timeout=0.5)
-    assert not _alive(pid)
+    assert not alive(pid)
     with pytest.raises(WorkerLostError):
         await running
 
@@ -246,11 +236,11 @@ async def test_cancelled_remove_worker_still_retires_it(beacons: BeaconFactory) 
         assert pid is not None
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(coord.remove_worker("h"), 0.05)
-        assert coord.workers() == [] and _alive(pid)
+        assert coord.workers() == [] and alive(pid)
         await release.signal()
         assert await running == ("released", "h")
         await coord.close()
-        assert not _alive(pid)
+        assert not alive(pid)
 
 
 async def test_non_daemon_thread_does_not_hang_remove_or_close(coord: Coordinator) -> None:
@@ -263,7 +253,7 @@ async def test_non_daemon_thread_does_not_hang_remove_or_close(coord: Coordinato
     pids = [s.pid for s in (await coord.stats()).values()]
     assert await asyncio.wait_for(coord.remove_worker("a"), DEADLOCK_TIMEOUT)
     await asyncio.wait_for(coord.close(), DEADLOCK_TIMEOUT)
-    assert not any(_alive(pid) for pid in pids if pid is not None)
+    assert not any(alive(pid) for pid in pids if pid is not None)
 
 
 async def test_remove_worker_runs_the_tasks_it_sent(beacons: BeaconFactory) -> None:
@@ -341,41 +331,22 @@ with BlockingCoordinator() as bc:
 """
 
 
-def _start_interrupted_script(beacons: BeaconFactory) -> tuple[subprocess.Popen[str], int]:
-    """Start the script; return once its task runs."""
-    started, release = beacons(), beacons()
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
-    proc = subprocess.Popen(
-        [sys.executable, "-c", INTERRUPTED_SCRIPT, started.path, release.path],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    pid = int(proc.stdout.readline())
-    asyncio.run(started.wait())
-    return proc, pid
-
-
 def test_blocking_ctrl_c_gives_running_tasks_the_grace_then_kills(beacons: BeaconFactory) -> None:
     """Test that a BlockingCoordinator left by Ctrl-C kills a long running task after
     the same grace as async with, instead of waiting for it to end."""
-    proc, worker_pid = _start_interrupted_script(beacons)
+    proc, worker_pid = start_held_script(INTERRUPTED_SCRIPT, beacons)
     try:
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=DEADLOCK_TIMEOUT)
         assert "KeyboardInterrupt" in stderr and "did not stop in time" in stderr
-        assert not _alive(worker_pid)
+        assert not alive(worker_pid)
     finally:
-        _end(proc)
+        end_script(proc)
 
 
 def test_blocking_second_ctrl_c_exits_at_once(beacons: BeaconFactory) -> None:
     """Test that a second Ctrl-C during that grace kills the workers and exits."""
-    proc, worker_pid = _start_interrupted_script(beacons)
+    proc, worker_pid = start_held_script(INTERRUPTED_SCRIPT, beacons)
     try:
         proc.send_signal(signal.SIGINT)
         assert proc.stderr is not None
@@ -387,13 +358,6 @@ def test_blocking_second_ctrl_c_exits_at_once(beacons: BeaconFactory) -> None:
         _, rest = proc.communicate(timeout=DEADLOCK_TIMEOUT)
         stderr = "".join(before) + rest
         assert "KeyboardInterrupt" in stderr and "did not stop in time" not in stderr, stderr
-        assert not _alive(worker_pid)
+        assert not alive(worker_pid)
     finally:
-        _end(proc)
-
-
-def _end(proc: subprocess.Popen[str]) -> None:
-    """Kill the script if a failed check left it running (and its workers with it)."""
-    if proc.poll() is None:
-        proc.kill()
-        proc.communicate()
+        end_script(proc)

@@ -4,7 +4,6 @@ the processes procoord starts from those threads block none."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import selectors
@@ -13,12 +12,10 @@ import subprocess
 import sys
 import time
 
-import psutil
-
 from procoord import BlockingCoordinator
 
 from . import _funcs
-from ._run import ROOT
+from ._run import ROOT, alive, checkout_environment, end_script, start_held_script
 from .conftest import DEADLOCK_TIMEOUT, BeaconFactory
 
 # The caller's script: a task that never ends, and a thread of the program's own that
@@ -105,12 +102,6 @@ except KeyboardInterrupt:
 """
 
 
-def _environment() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
-    return env
-
-
 def _read_until(proc: subprocess.Popen[str], text: str, timeout: float) -> str:
     """What the process wrote to stderr up to the first line containing ``text``;
     raises TimeoutError after ``timeout`` seconds without it."""
@@ -131,66 +122,29 @@ def _read_until(proc: subprocess.Popen[str], text: str, timeout: float) -> str:
     return got.decode()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
 def test_ctrl_c_taken_by_another_thread_interrupts_a_blocking_call(beacons: BeaconFactory) -> None:
     """Test that a Ctrl-C which a thread of the program other than the main one took
     still interrupts a BlockingCoordinator call at once (the grace), and a second one
     ends the program at once, workers included."""
-    started, release = beacons(), beacons()
-    proc = subprocess.Popen(
-        [sys.executable, "-c", OTHER_THREAD_SCRIPT, started.path, release.path],
-        cwd=ROOT,
-        env=_environment(),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc, worker_pid = start_held_script(OTHER_THREAD_SCRIPT, beacons, stdin=True)
     try:
-        assert proc.stdout is not None and proc.stdin is not None
-        worker_pid = int(proc.stdout.readline())
-        asyncio.run(started.wait())
+        assert proc.stdin is not None
         proc.stdin.write("\n")
         proc.stdin.flush()
         before = _read_until(proc, "Ctrl-C again", DEADLOCK_TIMEOUT)
         _, rest = proc.communicate("\n", timeout=DEADLOCK_TIMEOUT)
         stderr = before + rest
         assert "KeyboardInterrupt" in stderr and "did not stop in time" not in stderr, stderr
-        assert not _alive(worker_pid)
+        assert not alive(worker_pid)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-
-
-def _start(script: str, beacons: BeaconFactory) -> tuple[subprocess.Popen[str], int]:
-    """Start ``script`` with a started and a release beacon; return once its task runs."""
-    started, release = beacons(), beacons()
-    proc = subprocess.Popen(
-        [sys.executable, "-c", script, started.path, release.path],
-        cwd=ROOT,
-        env=_environment(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    pid = int(proc.stdout.readline())
-    asyncio.run(started.wait())
-    return proc, pid
+        end_script(proc)
 
 
 def test_executor_left_by_ctrl_c_twice_ends_at_once(beacons: BeaconFactory) -> None:
     """Test that a Ctrl-C in an Executor's with block gives the running call the grace
     (instead of waiting for it forever, as its worker does not get the Ctrl-C), and a
     second one ends the program at once, the worker with it."""
-    proc, worker_pid = _start(EXECUTOR_SCRIPT, beacons)
+    proc, worker_pid = start_held_script(EXECUTOR_SCRIPT, beacons)
     try:
         proc.send_signal(signal.SIGINT)
         before = _read_until(proc, "Ctrl-C again", DEADLOCK_TIMEOUT)
@@ -198,26 +152,22 @@ def test_executor_left_by_ctrl_c_twice_ends_at_once(beacons: BeaconFactory) -> N
         _, rest = proc.communicate(timeout=DEADLOCK_TIMEOUT)
         stderr = before + rest
         assert "KeyboardInterrupt" in stderr and "did not stop in time" not in stderr, stderr
-        assert not _alive(worker_pid)
+        assert not alive(worker_pid)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        end_script(proc)
 
 
 def test_ctrl_c_during_close_fails_the_running_task(beacons: BeaconFactory) -> None:
     """Test that Ctrl-C while close() waits for a task that never ends kills its worker
     at once, and the task's future fails with WorkerLostError instead of staying pending."""
-    proc, worker_pid = _start(CLOSE_SCRIPT, beacons)
+    proc, worker_pid = start_held_script(CLOSE_SCRIPT, beacons)
     try:
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=DEADLOCK_TIMEOUT)
         assert out.strip() == "WorkerLostError", err
-        assert not _alive(worker_pid)
+        assert not alive(worker_pid)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        end_script(proc)
 
 
 def test_procoord_threads_leave_signals_to_the_program() -> None:
@@ -227,7 +177,7 @@ def test_procoord_threads_leave_signals_to_the_program() -> None:
     out = subprocess.run(
         [sys.executable, "-c", MASKS_SCRIPT],
         cwd=ROOT,
-        env=_environment(),
+        env=checkout_environment(),
         capture_output=True,
         text=True,
         timeout=DEADLOCK_TIMEOUT,
