@@ -43,7 +43,7 @@ from typing import Any
 
 from . import _wire, balancer
 from ._ledger import TaskLedger
-from ._slot import WorkerSlot
+from ._slot import ROUTABLE_STATES, WorkerSlot
 from ._task import Payload, Task, TaskQueue
 from .errors import CoordinatorClosedError, NoSuchWorkerError, NoWorkersError, WorkerLostError
 from .prefs import Pref, Preferred, Required, _Any
@@ -70,6 +70,9 @@ class Dispatcher:
         # The last pump found every window full. Room only comes from events that pump
         # (a result, a worker ready or gone), so until then a new task need not pump.
         self._windows_full = False
+        # A current worker last found routable: while it still is, a new task need not
+        # look through every worker to know that one may run it.
+        self._routable_hint: WorkerSlot | None = None
         self.on_recycle: Callable[[WorkerSlot, str], None] | None = None  # set by the coordinator
 
     # -- tasks in -------------------------------------------------------------------
@@ -113,8 +116,10 @@ class Dispatcher:
         payload: Payload = parts[0] if len(parts) == 1 else parts  # type: ignore[assignment]
         if slot is not None and not slot.routable:
             raise _never_ran(slot)
-        if slot is None and not self._any_routable():
-            raise NoWorkersError("every worker has failed; add a worker")
+        if slot is None:
+            hint = self._routable_hint
+            if (hint is None or hint.state not in ROUTABLE_STATES) and not self._any_routable():
+                raise NoWorkersError("every worker has failed; add a worker")
         if future is None:
             future = asyncio.get_running_loop().create_future()
         record = Task(next(self._ids), payload, prefs, future, timeout, retries, priority)
@@ -158,6 +163,8 @@ class Dispatcher:
         tasks it takes over), if any."""
         old = self.slots.get(slot.ident)
         self.slots[slot.ident] = slot
+        if old is self._routable_hint:
+            self._routable_hint = None
         if old is not None:
             slot.adopt(old.take_queued())  # tasks bound to this ident stay with it
         self.pump()
@@ -166,7 +173,10 @@ class Dispatcher:
     def unlist(self, ident: Hashable) -> WorkerSlot | None:
         """Take a worker out of the registry (no new task is bound to it); None when
         there is none of that ident."""
-        return self.slots.pop(ident, None)
+        slot = self.slots.pop(ident, None)
+        if slot is self._routable_hint:
+            self._routable_hint = None
+        return slot
 
     def withdraw(self, slot: WorkerSlot) -> None:
         """A worker leaves: route its queued tasks elsewhere (or fail them)."""
@@ -259,8 +269,9 @@ class Dispatcher:
             self.on_recycle(slot, reason)
 
     def _any_routable(self) -> bool:
-        for slot in self.slots.values():  # noqa: SIM110 (no generator per task on the hot path)
+        for slot in self.slots.values():
             if slot.routable:
+                self._routable_hint = slot
                 return True
         return False
 
@@ -319,12 +330,13 @@ class Dispatcher:
                 if i is None:
                     return
             slot = slots[i]
+            cand = cands[i]
+            count = balancer.run_length(cands, times, i, min(slot.room, shared.size))
             seq = next(self._given)
-            slot.write(shared.popleft(), seq)
+            slot.write([shared.popleft() for _ in range(count)], seq)
             if not shared.size:
                 return
-            cand = cands[i]
-            cand.queue_len += 1
+            cand.queue_len += count
             cand.last_given = seq
             if not slot.has_room:
                 cand.has_room = False

@@ -26,7 +26,7 @@ from .errors import TaskTimeoutError, WorkerLostError
 from .prefs import Required
 from .processor import ProcessorSpec
 
-__all__ = ("SlotOwner", "WorkerSlot")
+__all__ = ("ROUTABLE_STATES", "SlotOwner", "WorkerSlot")
 
 logger = logging.getLogger("procoord")
 
@@ -34,6 +34,7 @@ logger = logging.getLogger("procoord")
 # enum class costs several times a global lookup.
 _LOAD, _LOG, _PART, _RESULT, _END, _ERROR = Kind.LOAD, Kind.LOG, Kind.PART, Kind.RESULT, Kind.END, Kind.ERROR
 _RAN = frozenset((Kind.RESULT, Kind.ERROR))  # what max_tasks counts
+ROUTABLE_STATES = frozenset(("ready", "starting", "restarting"))  # new tasks may be bound to it
 
 
 class WorkerSlot(SlotLife):
@@ -103,7 +104,7 @@ class WorkerSlot(SlotLife):
     @property
     def routable(self) -> bool:
         """Whether new tasks may be bound to this worker (now or after its restart)."""
-        return self.state in ("ready", "starting", "restarting")
+        return self.state in ROUTABLE_STATES
 
     @property
     def ready(self) -> bool:
@@ -112,6 +113,13 @@ class WorkerSlot(SlotLife):
     @property
     def has_room(self) -> bool:
         return len(self.inflight) < self.window.depth and self.state == "ready" and not self._handing_over
+
+    @property
+    def room(self) -> int:
+        """How many more tasks its in-flight window takes now."""
+        if self.state != "ready" or self._handing_over:
+            return 0
+        return max(0, self.window.depth - len(self.inflight))
 
     @property
     def queue_len(self) -> int:
@@ -163,20 +171,25 @@ class WorkerSlot(SlotLife):
         """Whether the task has been written to the worker (and not finished)."""
         return task.id in self.inflight
 
-    def write(self, task: Task, seq: int) -> None:
-        """Write a task to the worker now (the caller checked ``has_room``)."""
-        task.slot = self
+    def write(self, tasks: Sequence[Task], seq: int) -> None:
+        """Write tasks to the worker now, in order (the caller checked ``room``);
+        ``seq`` marks when it was given them, for the balancer's ties."""
         self.last_given = seq
-        self._write(task)
+        for task in tasks:
+            task.slot = self
+        self._write(tasks)
 
-    def _write(self, task: Task) -> None:
-        task.written_at = time.perf_counter()
-        # Written to an idle worker, it starts as it arrives; otherwise when the task
-        # ahead of it finishes (see _update_head).
-        task.started_at = task.written_at if not self.inflight else 0.0
-        self.inflight[task.id] = task
-        credit = 0 if task.stream is None else STREAM_CREDIT
-        self._out += _wire.task_frame_parts(task.id, task.payload, credit)
+    def _write(self, tasks: Sequence[Task]) -> None:
+        now = time.perf_counter()
+        inflight = self.inflight
+        out = self._out
+        for task in tasks:
+            task.written_at = now
+            # Written to an idle worker, it starts as it arrives; otherwise when the task
+            # ahead of it finishes (see _update_head).
+            task.started_at = now if not inflight else 0.0
+            inflight[task.id] = task
+            out += _wire.task_frame_parts(task.id, task.payload, 0 if task.stream is None else STREAM_CREDIT)
 
     def top_priority(self) -> int | None:
         """The priority of the next task in this worker's queue (None: empty)."""
@@ -189,7 +202,7 @@ class WorkerSlot(SlotLife):
         while queue and self.has_room:
             if above is not None and (queue.top_priority() or 0) < above:
                 return
-            self._write(queue.popleft())
+            self._write((queue.popleft(),))
 
     def flush(self) -> None:
         if self._out:

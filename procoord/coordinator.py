@@ -292,13 +292,16 @@ class Coordinator(WorkShapes[TaskT, ResultT]):
         """Like :meth:`run`, but never waits: when ``max_pending`` tasks are unfinished it
         raises :class:`asyncio.QueueFull` (as ``Queue.put_nowait`` does), so a service
         can answer "busy" at once. Must be called on the coordinator's event loop."""
-        self._check_open()
+        if not self._binding.here():  # _check_open, inline: this runs once per task
+            self._binding.check()
+        if self._closer.closing:
+            raise CoordinatorClosedError(_CLOSED)
         if self._ledger.full():
             raise asyncio.QueueFull(
                 f"{self._ledger.unfinished} tasks are unfinished (max_pending={self._ledger.max_pending}); "
                 "await run() to wait for room, or try again later"
             )
-        return self._submit(task, prefs, timeout, 0, retries, priority)
+        return JoinHandle(self._submit_task(task, prefs, timeout, 0, retries, priority), self)
 
     async def run_batch(
         self,

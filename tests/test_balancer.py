@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from procoord.balancer import (
@@ -15,6 +17,7 @@ from procoord.balancer import (
     pick_for_pull,
     preferred_fits,
     routing_times,
+    run_length,
     update_ewma,
     window_depth,
 )
@@ -74,6 +77,45 @@ def test_pick_best_empty() -> None:
     """Test that there is no choice without candidates."""
     assert pick_best([], []) is None
     assert pick_best([Candidate(0, has_room=False)], [MS], only_with_room=True) is None
+
+
+@pytest.mark.parametrize(
+    ("cands", "times", "chosen", "limit", "expected"),
+    [
+        ([Candidate(0), Candidate(0)], [MS, MS], 0, 64, 1),  # a tie goes to the other at once
+        ([Candidate(0), Candidate(10)], [MS, MS], 0, 64, 10),  # up to one below the other's queue
+        ([Candidate(0), Candidate(10)], [MS, MS], 0, 4, 4),  # no more than the limit
+        ([Candidate(0)], [MS], 0, 7, 7),  # alone: the limit
+        ([Candidate(0), Candidate(3)], [MS, 4 * MS], 0, 64, 15),  # (q + 1) * t < 16 ms
+        ([Candidate(5, has_room=False), Candidate(0)], [MS, MS], 1, 64, 5),
+    ],
+)
+def test_run_length(cands: list[Candidate], times: list[float], chosen: int, limit: int, expected: int) -> None:
+    assert run_length(cands, times, chosen, limit) == expected
+
+
+def test_run_length_matches_one_pick_per_task() -> None:
+    """A run is what picking one task at a time would give to the same worker."""
+    rng = random.Random(7)
+    for _ in range(2000):
+        n = rng.randint(1, 4)
+        cands = [Candidate(rng.randint(0, 20), last_given=rng.randint(0, 50)) for _ in range(n)]
+        times = [rng.choice([MS, 2 * MS, 3 * MS, 0.5 * MS]) for _ in range(n)]
+        chosen = pick_best(cands, times)
+        assert chosen is not None
+        limit = rng.randint(1, 40)
+        expected = 0
+        given = 100
+        while expected < limit:
+            expected += 1  # the chosen worker takes one more
+            cands[chosen].queue_len += 1
+            given += 1
+            cands[chosen].last_given = given
+            if pick_best(cands, times) != chosen:
+                break
+        for _ in range(expected):
+            cands[chosen].queue_len -= 1
+        assert run_length(cands, times, chosen, limit) == expected
 
 
 @pytest.mark.parametrize(
