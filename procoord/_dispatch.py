@@ -333,7 +333,7 @@ class Dispatcher:
             cand = cands[i]
             count = balancer.run_length(cands, times, i, min(slot.room, shared.size))
             seq = next(self._given)
-            slot.write([shared.popleft() for _ in range(count)], seq)
+            slot.write(shared.take(count), seq)
             if not shared.size:
                 return
             cand.queue_len += count

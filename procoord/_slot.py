@@ -189,7 +189,7 @@ class WorkerSlot(SlotLife):
             # ahead of it finishes (see _update_head).
             task.started_at = now if not inflight else 0.0
             inflight[task.id] = task
-            out += _wire.task_frame_parts(task.id, task.payload, 0 if task.stream is None else STREAM_CREDIT)
+            _wire.add_task_frame(out, task.id, task.payload, 0 if task.stream is None else STREAM_CREDIT)
 
     def top_priority(self) -> int | None:
         """The priority of the next task in this worker's queue (None: empty)."""

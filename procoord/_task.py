@@ -232,6 +232,26 @@ class TaskQueue:
         self.size -= 1
         return task
 
+    def take(self, count: int) -> list[Task]:
+        """The next ``count`` tasks (fewer when the queue runs out), in the order
+        ``popleft`` would give them one by one."""
+        taken: list[Task] = []
+        while count and self.size:
+            lane = self._lanes[-self._top[0]]
+            if not lane.live or lane.entries[0].queue is not self:
+                lane = self._head_lane()
+            entries = lane.entries
+            while count and lane.live:
+                task = entries.popleft()
+                if task.queue is not self:
+                    continue  # discarded
+                task.queue = None
+                lane.live -= 1
+                self.size -= 1
+                taken.append(task)
+                count -= 1
+        return taken
+
     def discard(self, task: Task) -> bool:
         """Take ``task`` out of the queue; False when it is not in it."""
         if task.queue is not self:

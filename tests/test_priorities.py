@@ -49,6 +49,29 @@ def test_task_queue_orders_by_priority_then_fifo() -> None:
         loop.close()
 
 
+def test_task_queue_take_gives_what_popleft_would() -> None:
+    """Test that taking several tasks at once gives them in popleft's order, across
+    priorities and past discarded ones, and no more than are queued."""
+    loop = asyncio.new_event_loop()
+    try:
+        rng = random.Random(17)
+        tasks = [Task(i, b"", ANY, loop.create_future(), None, priority=rng.choice([-1, 0, 0, 3])) for i in range(400)]
+        queue = TaskQueue()
+        queue.extend(tasks)
+        for task in rng.sample(tasks, 120):
+            queue.discard(task)
+        expected = list(queue)
+        taken: list[Task] = []
+        while queue:
+            run = queue.take(rng.randint(1, 60))
+            assert run and all(t.queue is None for t in run)
+            taken += run
+        assert taken == expected and len(queue) == 0
+        assert queue.take(5) == [] and queue.top_priority() is None
+    finally:
+        loop.close()
+
+
 async def test_shared_priority_overtakes_a_workers_own_queue(coord: Coordinator, beacons: BeaconFactory) -> None:
     """Test that an Any task of a higher priority is written before the Required tasks
     of a lower one already queued to the worker."""

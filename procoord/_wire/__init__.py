@@ -201,13 +201,14 @@ def read_start_failed(payload: bytes) -> tuple[str, str]:
     return reason, text
 
 
-def task_frame_parts(task_id: int, payload: bytes | Parts, credit: int) -> list[bytes | memoryview]:
-    """A TASK frame, or a STREAM frame when ``credit`` (the parts the worker may send
-    before it waits for more) is not 0."""
-    kind = _STREAM if credit else _TASK
-    if type(payload) is bytes:  # the common case, once per task: no further call
-        return [HEADER.pack(len(payload), kind, task_id, float(credit)), payload]
-    return frame_parts(kind, task_id, float(credit), payload)
+def add_task_frame(out: list[bytes | memoryview], task_id: int, payload: bytes | Parts, credit: int) -> None:
+    """Append the parts of a TASK frame to ``out``, or of a STREAM frame when
+    ``credit`` (the parts the worker may send before it waits for more) is not 0."""
+    if type(payload) is bytes and not credit:  # the common case, once per task: no further call
+        out.append(HEADER.pack(len(payload), _TASK, task_id, 0.0))
+        out.append(payload)
+    else:
+        out += frame_parts(_STREAM if credit else _TASK, task_id, float(credit), payload)
 
 
 def read_stream_credit(received: Frame) -> int:

@@ -37,6 +37,8 @@ class PipeWriter:
                 written = 0
             except OSError:  # the worker is gone; its loss is seen on the read side
                 return
+            if written == _nbytes(parts):  # the common case: no part to keep
+                return
             for part in parts:
                 size = len(part) if isinstance(part, bytes) else part.nbytes
                 if written >= size:
@@ -89,3 +91,9 @@ class PipeWriter:
         if not self._loop.is_closed():
             self._loop.remove_writer(fd)
         os.close(fd)
+
+
+def _nbytes(parts: Sequence[bytes | memoryview]) -> int:
+    if memoryview in map(type, parts):
+        return sum(p.nbytes if isinstance(p, memoryview) else len(p) for p in parts)
+    return sum(map(len, parts))

@@ -85,17 +85,23 @@ SPELLINGS: dict[str, Callable[[Coordinator, int], Awaitable[None]]] = {
 }
 
 
-async def _minimal(cfg: BenchConfig) -> Rate:
+async def _minimal(cfg: BenchConfig) -> dict[str, Rate]:
+    """The minimal pool's burst spelled as procoord's are: its futures awaited one after
+    another (as run_nowait's handles), and gathered (as a gather of call)."""
     n = cfg.burst_tasks
     pool = await MinimalPool.start(noop, cfg.workers)
     try:
         for i in range(200):
             await pool.submit(i)
 
-        async def burst() -> None:
+        async def one_by_one() -> None:
+            for future in [pool.submit(i) for i in range(n)]:
+                await future
+
+        async def gathered() -> None:
             await asyncio.gather(*(pool.submit(i) for i in range(n)))
 
-        return await _atimed(n, burst)
+        return {"awaited": await _atimed(n, one_by_one), "gather": await _atimed(n, gathered)}
     finally:
         await pool.close()
 
@@ -146,7 +152,7 @@ def _rates(values: list[Rate]) -> dict[str, Any]:
 def measure(cfg: BenchConfig, prof: Profiler) -> dict[str, Any]:
     """Each repetition: every procoord spelling, the minimal pool, PPE, Pool."""
     pc: dict[str, list[Rate]] = {s: [] for s in SPELLINGS}
-    minimal: list[Rate] = []
+    minimal: list[dict[str, Rate]] = []
     ppes: list[dict[str, Rate]] = []
     pools: list[dict[str, Rate]] = []
     for _ in range(cfg.reps_up_to(3)):
@@ -159,7 +165,7 @@ def measure(cfg: BenchConfig, prof: Profiler) -> dict[str, Any]:
         "tasks": cfg.burst_tasks,
         "how": "no-op tasks issued at once after 200 warm-up calls; parent CPU = time.process_time() per task",
         "procoord": {s: _rates(v) for s, v in pc.items()},
-        "minimal": _rates(minimal),
+        "minimal": {spelling: _rates([r[spelling] for r in minimal]) for spelling in ("awaited", "gather")},
         "ppe": {"submit": _rates([r["submit"] for r in ppes]), "map": _best_map(ppes)},
         "pool": {"apply_async": _rates([r["apply_async"] for r in pools]), "map": _best_map(pools)},
     }
@@ -172,15 +178,19 @@ def rows(fig: dict[str, Any], cfg: BenchConfig) -> list[Row]:
     out = [
         Row(
             "b", "no-op burst, run_nowait (tasks/s)", nowait, spread(pc["run_nowait"]["tasks_per_s"]),
-            minimal=median_of(fig["minimal"]["tasks_per_s"]), ppe=median_of(ppe_["submit"]["tasks_per_s"]),
+            minimal=median_of(fig["minimal"]["awaited"]["tasks_per_s"]), ppe=median_of(ppe_["submit"]["tasks_per_s"]),
             pool=median_of(pool["apply_async"]["tasks_per_s"]),
         ),
     ]  # fmt: skip
-    for spelling, name in (("run", "await run"), ("gather_call", "gather(call)")):
+    for spelling, name, minimal in (("run", "await run", None), ("gather_call", "gather(call)", "gather")):
         rate = pc[spelling]["tasks_per_s"]
         out.append(
-            Row("b", f"no-op burst, {name} (tasks/s)", median_of(rate), spread(rate), other=("run_nowait", nowait))
-        )
+            Row(
+                "b", f"no-op burst, {name} (tasks/s)", median_of(rate), spread(rate),
+                minimal=None if minimal is None else median_of(fig["minimal"][minimal]["tasks_per_s"]),
+                other=("run_nowait", nowait),
+            )
+        )  # fmt: skip
     out.append(
         Row(
             "b", "no-op map (tasks/s)", median_of(pc["map"]["tasks_per_s"]), spread(pc["map"]["tasks_per_s"]),
@@ -190,7 +200,8 @@ def rows(fig: dict[str, Any], cfg: BenchConfig) -> list[Row]:
     out.append(
         Row(
             "b", "parent CPU per task, run_nowait (us)", median_of(pc["run_nowait"]["parent_cpu_us"]),
-            minimal=median_of(fig["minimal"]["parent_cpu_us"]), ppe=median_of(ppe_["submit"]["parent_cpu_us"]),
+            minimal=median_of(fig["minimal"]["awaited"]["parent_cpu_us"]),
+            ppe=median_of(ppe_["submit"]["parent_cpu_us"]),
             pool=median_of(pool["apply_async"]["parent_cpu_us"]),
         )
     )  # fmt: skip
