@@ -156,12 +156,16 @@ def window_depth(ewma_s: float | None, round_trip_s: float, max_depth: int, rece
     then the idle round trip between two tasks costs little, while a task bound behind
     a long one could wait for it even though another worker is free.
     """
+    # Comparisons rather than max() and min(): this runs after every batch of results.
     if ewma_s is None:
         return 2
-    if max(ewma_s, recent_max_s) >= LATE_BINDING_FACTOR * round_trip_s:
+    longest = ewma_s if ewma_s > recent_max_s else recent_max_s
+    if longest >= LATE_BINDING_FACTOR * round_trip_s:
         return 1
-    depth = 1 + math.ceil(round_trip_s / max(ewma_s, 1e-7))
-    return max(2, min(depth, max_depth))
+    depth = 1 + math.ceil(round_trip_s / (ewma_s if ewma_s > 1e-7 else 1e-7))
+    if depth > max_depth:
+        depth = max_depth
+    return depth if depth > 2 else 2
 
 
 def decay_max(previous: float, sample_s: float, decay: float = RECENT_MAX_DECAY) -> float:
