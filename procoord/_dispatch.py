@@ -11,7 +11,7 @@ The path of one task::
 
     Coordinator.run / run_nowait / call (coordinator.py; call's future: _call.py)
       -> Dispatcher.submit: pickle the task once (_wire.dumps_parts); fails here,
-         before anything is queued; a Task record (_task.py) owns its future
+         before anything is queued; a Task record (_task.py) holds its outcome
       -> Required / Preferred-with-room: the worker's own queue (WorkerSlot.bind)
          Any (and Preferred over its threshold): the shared queue, bound late
       -> Dispatcher.pump: each worker with room in its in-flight window takes from
@@ -23,7 +23,7 @@ The path of one task::
       -> LocalChannel._on_readable: FrameReader (_wire.py) checks and splits frames
       -> WorkerSlot.frames_received: window and counters (balancer.Window), error
          records turned into errors (_remote.py)
-      -> Dispatcher.task_finished -> Task.resolve: the future and join() waiters
+      -> Dispatcher.task_finished -> Task.resolve: its outcome, a call's future, join() waiters
       -> Dispatcher.pump
     await handle (handle.py), or the call's future -> (result, worker_ident)
 
@@ -91,7 +91,7 @@ class Dispatcher:
     ) -> Task:
         """Pickle a task and queue it where ``prefs`` says; raise, queuing nothing,
         when it cannot be run. ``stream``: the PartQueue of a streaming task;
-        ``future``: the one the task resolves (a new one when None)."""
+        ``future``: the caller's own, which the task resolves (``coord.call``'s), if any."""
         if type(prefs) not in _PREF_TYPES:
             raise TypeError(
                 f"prefs must be TaskPrefs.Any, TaskPrefs.Preferred(...) or TaskPrefs.Required(...), not {prefs!r}"
@@ -120,8 +120,6 @@ class Dispatcher:
             hint = self._routable_hint
             if (hint is None or hint.state not in ROUTABLE_STATES) and not self._any_routable():
                 raise NoWorkersError("every worker has failed; add a worker")
-        if future is None:
-            future = asyncio.get_running_loop().create_future()
         record = Task(next(self._ids), payload, prefs, future, timeout, retries, priority)
         record.size = size
         record.stream = stream

@@ -9,12 +9,11 @@ the helpers here turn them into messages that name the fix.
 from __future__ import annotations
 
 import asyncio
-import functools
 import inspect
 import sys
 import threading
 import warnings
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Coroutine, Generator
 from typing import Any, NoReturn, TypeVar
 
 __all__ = ("LoopBinding", "NotAwaited", "async_with_needed", "async_for_needed", "bound_loop", "require_asyncio")
@@ -141,19 +140,6 @@ def bound_loop(bound: asyncio.AbstractEventLoop | None, what: str) -> asyncio.Ab
     return loop
 
 
-def future_maker(loop: asyncio.AbstractEventLoop) -> Callable[[], asyncio.Future[Any]]:
-    """``loop.create_future``, made cheaper for asyncio's own loops, whose Python-level
-    method only calls ``asyncio.Future(loop=loop)`` (a loop that makes futures of its
-    own, such as uvloop's, keeps its method)."""
-    if type(loop).create_future is asyncio.BaseEventLoop.create_future:
-        return functools.partial(asyncio.Future, loop=loop)
-    return loop.create_future
-
-
-def _unbound_future() -> asyncio.Future[Any]:
-    raise RuntimeError("no event loop is bound yet")
-
-
 def _under_trio() -> bool:
     trio = sys.modules.get("trio")
     if trio is None:
@@ -168,20 +154,17 @@ def _under_trio() -> bool:
 class LoopBinding:
     """The event loop an object belongs to, bound on first use, and the thread running it."""
 
-    __slots__ = ("loop", "new_future", "thread", "what")
+    __slots__ = ("loop", "thread", "what")
 
     def __init__(self, what: str) -> None:
         self.what = what
         self.loop: asyncio.AbstractEventLoop | None = None
         self.thread = 0
-        self.new_future: Callable[[], asyncio.Future[Any]] = _unbound_future
 
     def check(self) -> asyncio.AbstractEventLoop:
         """Bind to the running loop on first use; raise (see :func:`bound_loop`) on any other."""
         loop = bound_loop(self.loop, self.what)
-        if loop is not self.loop:
-            self.loop = loop
-            self.new_future = future_maker(loop)
+        self.loop = loop
         self.thread = threading.get_ident()
         return loop
 

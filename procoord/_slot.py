@@ -37,6 +37,13 @@ _RAN = frozenset((Kind.RESULT, Kind.ERROR))  # what max_tasks counts
 ROUTABLE_STATES = frozenset(("ready", "starting", "restarting"))  # new tasks may be bound to it
 
 
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 class WorkerSlot(SlotLife):
     """One worker as the coordinator sees it."""
 
@@ -77,6 +84,7 @@ class WorkerSlot(SlotLife):
         self._head: Task | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timed_out: Task | None = None
+        self._loop = _running_loop()  # whose thread its tasks are resolved on
 
     # Its counters live in ``counts``, which a recycled worker's successor carries on.
     completed = property(lambda self: self.counts.completed, lambda self, n: setattr(self.counts, "completed", n))
@@ -403,7 +411,7 @@ class WorkerSlot(SlotLife):
     def terminate_sync(self, grace_s: float) -> None:
         super().terminate_sync(grace_s)
         inflight = list(self.inflight.values())  # read from another thread: a snapshot
-        if inflight and not (loop := inflight[0].future.get_loop()).is_closed():
+        if inflight and (loop := self._loop) is not None and not loop.is_closed():
             try:  # on the loop, ahead of whatever the caller asks of it next (a close)
                 loop.call_soon_threadsafe(self._fail_inflight, None)
             except RuntimeError:  # the loop closed meanwhile: nobody waits for them

@@ -117,12 +117,11 @@ class StreamIterator(AsyncIterator[T]):
         queue = self._queue
         parts = queue.parts
         while not parts:
-            future = task.future
-            if future.done():
+            if task.done():
                 self._finish()
-                if future.cancelled():
+                if task.cancelled():
                     raise StopAsyncIteration
-                error = future.exception()
+                error = task.error()
                 if error is not None:
                     raise error
                 raise StopAsyncIteration
@@ -157,7 +156,7 @@ class StreamIterator(AsyncIterator[T]):
 
     async def _wait(self, task: Task) -> None:
         """Wait for a part or for the task's end; a cancelled consumer cancels the task."""
-        waiter = task.future.get_loop().create_future()
+        waiter = asyncio.get_running_loop().create_future()
         self._queue.waiter = waiter
         task.add_waiter(waiter)  # woken by Task.resolve
         try:

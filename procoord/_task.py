@@ -1,7 +1,7 @@
 """The record of one task, and the queue that holds records until a worker takes them.
 
-A :class:`Task` resolves itself: its future and the ``join`` calls waiting on it are
-touched here and nowhere else. A :class:`TaskQueue` is a FIFO whose owner (the
+A :class:`Task` resolves itself: its outcome, its caller's future and the ``join``
+calls waiting on it are touched here and nowhere else. A :class:`TaskQueue` is a FIFO whose owner (the
 dispatcher for the shared queue, a worker slot for its own) is the only one to change
 it: it gives out higher priorities first, FIFO within one priority, and a queued task
 leaves it in O(1) when it is cancelled.
@@ -31,13 +31,22 @@ def check_task_options(retries: int, priority: int) -> None:
         raise TypeError(f"priority must be an int (higher runs first), not {priority!r}")
 
 
+_PENDING, _RESULT, _ERROR, _CANCELLED = range(4)
+
+
 class Task:
-    """The coordinator's record of one task, from ``run`` until it is resolved."""
+    """The coordinator's record of one task, from ``run`` until it is resolved.
+
+    It holds its own outcome: most tasks are awaited through a handle, which reads the
+    outcome when it is there (or waits for it), so no asyncio future is made per task.
+    ``future`` is the caller's own future, when it brought one (``coord.call``'s), which
+    the task resolves with itself."""
 
     __slots__ = (
         "attempts",
         "future",
         "id",
+        "outcome",
         "payload",
         "prefs",
         "priority",
@@ -46,6 +55,7 @@ class Task:
         "size",
         "slot",
         "started_at",
+        "state",
         "stream",
         "timeout",
         "waiters",
@@ -57,7 +67,7 @@ class Task:
         task_id: int,
         payload: Payload,
         prefs: Pref,
-        future: asyncio.Future[Any],
+        future: asyncio.Future[Any] | None,
         timeout: float | None,
         retries: int = 0,
         priority: int = 0,
@@ -66,6 +76,8 @@ class Task:
         self.payload = payload
         self.prefs = prefs
         self.future = future
+        self.state = _PENDING
+        self.outcome: Any = None  # the result, or the error, once resolved
         self.timeout = timeout
         self.retries = retries  # runs after the first one, for a task lost or timed out
         self.priority = priority
@@ -79,27 +91,57 @@ class Task:
         self.started_at = 0.0
 
     def done(self) -> bool:
-        """Whether the task has its outcome (result, error or cancelled)."""
-        return self.future.done()
+        """Whether the task has its outcome (result, error or cancelled), or its caller's
+        future is done (a call cancelled by its caller while its task ran on)."""
+        return self.state != _PENDING or (self.future is not None and self.future.done())
+
+    def cancelled(self) -> bool:
+        """Whether the task was resolved as cancelled."""
+        return self.state == _CANCELLED
+
+    def error(self) -> BaseException | None:
+        """The error the task was resolved with, if any."""
+        return self.outcome if self.state == _ERROR else None
+
+    def result(self) -> Any:
+        """The result of a resolved task; raise its error, or CancelledError."""
+        state = self.state
+        if state == _RESULT:
+            return self.outcome
+        if state == _ERROR:
+            raise self.outcome
+        if state == _CANCELLED:
+            raise asyncio.CancelledError()
+        if self.future is not None and self.future.done():  # a call its caller cancelled
+            return self.future.result()
+        raise asyncio.InvalidStateError("the task has no outcome yet")
 
     def may_retry(self) -> bool:
         """Whether the task, lost with its worker or timed out, is to run again (a stream
         only before its first part: the parts it gave cannot be taken back)."""
-        return self.attempts <= self.retries and not self.future.done() and not (self.stream and self.stream.received)
+        return self.attempts <= self.retries and not self.done() and not (self.stream and self.stream.received)
 
     def resolve(self, result: Any = None, error: BaseException | None = None) -> None:
         """Give the task its outcome: ``error``, else ``result``, else cancelled. Wakes
-        every ``join`` waiting on it; does nothing when it is resolved already."""
-        future = self.future
-        if future.done():
+        every ``join`` waiting on it and resolves the caller's future; does nothing when
+        it is resolved already."""
+        if self.state != _PENDING:
             return
         if error is not None:
-            future.set_exception(error)
-            future.exception()  # a handle dropped unjoined must not log "never retrieved"
+            self.state, self.outcome = _ERROR, error
         elif result is not None:
-            future.set_result(result)
+            self.state, self.outcome = _RESULT, result
         else:
-            future.cancel()
+            self.state = _CANCELLED
+        future = self.future
+        if future is not None and not future.done():
+            if error is not None:
+                future.set_exception(error)
+                future.exception()  # a call dropped unawaited must not log "never retrieved"
+            elif result is not None:
+                future.set_result(result)
+            else:
+                future.cancel()
         waiters = self.waiters
         while waiters:
             waiter = waiters.pop()
@@ -120,11 +162,9 @@ class Task:
 
     async def wait(self) -> None:
         """Wait until the task is resolved. Cancelling the waiter leaves the task alone."""
-        if self.future.done():
+        if self.done():
             return
-        # Woken directly by resolve(): one event-loop turn fewer than waiting on the
-        # future through asyncio.shield.
-        waiter: asyncio.Future[None] = self.future.get_loop().create_future()
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.add_waiter(waiter)
         try:
             await waiter

@@ -368,8 +368,6 @@ class Coordinator(WorkShapes[TaskT, ResultT]):
             check_timeout(timeout)
         if retries or priority:
             check_task_options(retries, priority)
-        if future is None:
-            future = self._binding.new_future()  # bound by _check_open
         return self._dispatch.submit(task, prefs, timeout, size, retries=retries, priority=priority, future=future)
 
     def call(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Generator, Hashable
 from typing import TYPE_CHECKING, Any, Generic, NoReturn, Protocol, TypeVar, final
 
@@ -61,10 +60,10 @@ class JoinHandle(Generic[R]):
 
     def __await__(self) -> Generator[Any, None, R]:
         # join() itself, as a generator: ``await handle`` makes no coroutine.
-        future: asyncio.Future[tuple[Any, Hashable]] = self._task.future
-        if not future.done():
-            yield from self._task.wait().__await__()
-        pair = future.result()
+        task = self._task
+        if not task.done():
+            yield from task.wait().__await__()
+        pair: tuple[Any, Hashable] = task.result()
         if self._transform is None:
             return pair  # type: ignore[return-value]
         return self._transform(pair)
