@@ -52,15 +52,6 @@ class CallFuture(asyncio.Future[T], Coroutine[Any, Any, T]):
             return self.cancelled()
         return super().cancel(msg)
 
-    def set_result(self, result: T) -> None:
-        # Breaks the cycle future -> task record -> future.
-        self._cancel_with = self._cancel_arg = None
-        super().set_result(result)
-
-    def set_exception(self, exception: type | BaseException) -> None:
-        self._cancel_with = self._cancel_arg = None
-        super().set_exception(exception)
-
     def result(self) -> T:
         if not self.done():
             raise asyncio.InvalidStateError(

@@ -134,14 +134,16 @@ class Task:
         else:
             self.state = _CANCELLED
         future = self.future
-        if future is not None and not future.done():
-            if error is not None:
-                future.set_exception(error)
-                future.exception()  # a call dropped unawaited must not log "never retrieved"
-            elif result is not None:
-                future.set_result(result)
-            else:
-                future.cancel()
+        if future is not None:
+            self.future = None  # the future holds its task (to cancel it): no cycle left
+            if not future.done():
+                if error is not None:
+                    future.set_exception(error)
+                    future.exception()  # a call dropped unawaited must not log "never retrieved"
+                elif result is not None:
+                    future.set_result(result)
+                else:
+                    future.cancel()
         waiters = self.waiters
         while waiters:
             waiter = waiters.pop()
