@@ -156,7 +156,8 @@ class StreamIterator(AsyncIterator[T]):
 
     async def _wait(self, task: Task) -> None:
         """Wait for a part or for the task's end; a cancelled consumer cancels the task."""
-        waiter = asyncio.get_running_loop().create_future()
+        assert self._loop is not None  # set by _start
+        waiter = self._loop.create_future()
         self._queue.waiter = waiter
         task.add_waiter(waiter)  # woken by Task.resolve
         try:

@@ -17,6 +17,7 @@ class TaskOwner(Protocol):
     """What a handle cancels its task through (the coordinator)."""
 
     def _cancel_task(self, task: Task) -> bool: ...
+    def _check_loop(self) -> None: ...
 
 
 @final
@@ -62,6 +63,7 @@ class JoinHandle(Generic[R]):
         # join() itself, as a generator: ``await handle`` makes no coroutine.
         task = self._task
         if not task.done():
+            self._owner._check_loop()  # a handle is awaited on its coordinator's loop
             yield from task.wait().__await__()
         pair: tuple[Any, Hashable] = task.result()
         if self._transform is None:

@@ -318,6 +318,30 @@ def test_coordinator_refuses_another_loop_or_thread() -> None:
     gc.collect()  # the finalizer stops the workers (the no-leak check waits for them)
 
 
+async def test_a_pending_handle_awaited_on_another_loop_says_so(beacons: BeaconFactory) -> None:
+    """Test that awaiting a handle from another event loop (in another thread) while its
+    task runs raises RuntimeError naming the fix instead of hanging, and that the task
+    still gives its result on its own loop."""
+    started, release = beacons(), beacons()
+    async with Coordinator() as coord:
+        await coord.add_worker("w", _funcs.hold)
+        handle = coord.run_nowait((started.path, release.path))
+        await started.wait()
+
+        def from_other_loop() -> None:
+            async def join() -> object:
+                return await handle
+
+            with pytest.raises(RuntimeError, match="BlockingCoordinator"):
+                asyncio.run(join())
+
+        await asyncio.to_thread(from_other_loop)
+        assert not handle.done()
+        await release.signal()
+        async with asyncio.timeout(DEADLOCK_TIMEOUT):
+            assert (await handle)[1] == "w"
+
+
 INTERRUPTED_SCRIPT = """
 import logging, sys
 from procoord import BlockingCoordinator
