@@ -70,6 +70,10 @@ class Dispatcher:
         # The last pump found every window full. Room only comes from events that pump
         # (a result, a worker ready or gone), so until then a new task need not pump.
         self._windows_full = False
+        # A pump is due at the loop's next turn: the tasks queued meanwhile (a burst of
+        # run_nowait, or run calls between two turns) are written together, in one
+        # write per worker, rather than one by one.
+        self._pump_due = False
         # A current worker last found routable: while it still is, a new task need not
         # look through every worker to know that one may run it.
         self._routable_hint: WorkerSlot | None = None
@@ -129,7 +133,11 @@ class Dispatcher:
             self._shared.append(record)
         self.ledger.task_added()
         if not self._windows_full:
-            self.pump()
+            if self.ledger.unfinished == 1:
+                self.pump()  # the only task: written now, so a lone call waits for nothing
+            elif not self._pump_due:
+                self._pump_due = True
+                asyncio.get_running_loop().call_soon(self.pump_if_due)
         return record
 
     def cancel(self, task: Task, error: BaseException | None = None) -> bool:
@@ -171,6 +179,7 @@ class Dispatcher:
     def unlist(self, ident: Hashable) -> WorkerSlot | None:
         """Take a worker out of the registry (no new task is bound to it); None when
         there is none of that ident."""
+        self.pump_if_due()
         slot = self.slots.pop(ident, None)
         if slot is self._routable_hint:
             self._routable_hint = None
@@ -186,6 +195,7 @@ class Dispatcher:
 
     def stats(self) -> dict[Hashable, WorkerStats]:
         """A snapshot of every worker's load, keyed by ident."""
+        self.pump_if_due()
         return {ident: _snapshot(slot) for ident, slot in self.slots.items()}
 
     def task_time_estimate(self) -> float | None:
@@ -278,6 +288,13 @@ class Dispatcher:
             return
         for task in self._shared.drain():
             self.task_finished(task, error=NoWorkersError("no worker left to run the task: all were removed or failed"))
+
+    def pump_if_due(self) -> None:
+        """Write now what a pump due at the loop's next turn would: before a worker leaves
+        the registry or the load is read, so both see the tasks as sent."""
+        if self._pump_due:
+            self._pump_due = False
+            self.pump()
 
     def pump(self) -> None:
         """Fill every ready worker's in-flight window: first from its own queue, then

@@ -468,7 +468,9 @@ async def test_recycle_after_max_tasks(bcoord: Coordinator) -> None:
             results.extend(r for r, _ in await asyncio.gather(*handles))
     _assert_recycled(results, 50)
     stats = (await bcoord.stats())["w"]
-    assert stats.recycles == len({pid for pid, _ in results}) - 1
+    # Every process that ran a task but the first took over from another; one more may
+    # have taken over since the last result (when its predecessor's last task ended).
+    assert stats.recycles - (len({pid for pid, _ in results}) - 1) in (0, 1)
     assert (stats.completed, stats.failed, stats.restarts) == (len(results), 0, 0)
 
 
