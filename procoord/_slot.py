@@ -207,6 +207,10 @@ class WorkerSlot(SlotLife):
         """Write queued tasks while there is room; with ``above``, only tasks of at
         least that priority (a higher one waits in the shared queue)."""
         queue = self._queue
+        if above is None:  # all of them, highest priority first: as many as there is room for
+            if queue:
+                self._write(queue.take(self.room))
+            return
         while queue and self.has_room:
             if above is not None and (queue.top_priority() or 0) < above:
                 return
