@@ -30,10 +30,11 @@ class CallFuture(asyncio.Future[T], Coroutine[Any, Any, T]):
     # step and each object more per call counts: the cancel hook is a function and its
     # argument rather than a closure (four objects for the cyclic garbage collector),
     # and there is no __init__ (the C future's is all it takes; these slots are set
-    # when first needed and read with getattr where they may not be yet).
-    __slots__ = ("_awaited", "_cancel_arg", "_cancel_with", "_iterator")
+    # when first needed and read with getattr where they may not be yet). A call's
+    # future starts as an _UnawaitedCall, which becomes a CallFuture when it is first
+    # awaited or given a callback: only a future never awaited pays for a __del__.
+    __slots__ = ("_cancel_arg", "_cancel_with", "_iterator")
 
-    _awaited: bool
     _cancel_with: Callable[[Any], object] | None
     _cancel_arg: Any
     _iterator: Generator[Any, None, T] | None
@@ -59,15 +60,7 @@ class CallFuture(asyncio.Future[T], Coroutine[Any, Any, T]):
             )
         return super().result()
 
-    def add_done_callback(self, fn: Callable[[Self], object], *, context: Any = None) -> None:
-        self._awaited = True
-        super().add_done_callback(fn, context=context)
-
     # -- the coroutine protocol, over the future's own await ------------------------
-
-    def __await__(self) -> Generator[Any, None, T]:
-        self._awaited = True
-        return super().__await__()
 
     def send(self, value: Any) -> Any:
         iterator = getattr(self, "_iterator", None)
@@ -82,20 +75,38 @@ class CallFuture(asyncio.Future[T], Coroutine[Any, Any, T]):
         return iterator.throw(*args)
 
     def close(self) -> None:
-        self._awaited = True  # closed on purpose (asyncio does so for a coroutine it refuses)
         self._iterator = None
 
     def __iter__(self) -> NoReturn:
         raise TypeError("coord.call(...) must be awaited: `result, worker = await coord.call(...)`, inside a coroutine")
 
+
+class _UnawaitedCall(CallFuture[T]):
+    """A call's future until it is awaited, gathered or closed (then it becomes a plain
+    CallFuture): dropped before that, it warns, as a coroutine never awaited does."""
+
+    __slots__ = ()
+
+    def add_done_callback(self, fn: Callable[[Self], object], *, context: Any = None) -> None:
+        self.__class__ = CallFuture  # type: ignore[assignment]
+        asyncio.Future.add_done_callback(self, fn, context=context)
+
+    def __await__(self) -> Generator[Any, None, T]:
+        self.__class__ = CallFuture  # type: ignore[assignment]
+        return asyncio.Future.__await__(self)
+
+    def close(self) -> None:
+        # Closed on purpose (asyncio does so for a coroutine it refuses): no warning.
+        self.__class__ = CallFuture  # type: ignore[assignment]
+        CallFuture.close(self)
+
     def __del__(self) -> None:
-        if not getattr(self, "_awaited", False):
-            warnings.warn(
-                "coord.call(...) was never awaited: its task ran (or runs) but its result is dropped; "
-                "write `await coord.call(...)`, or use run_nowait() for a task whose result is not wanted",
-                RuntimeWarning,
-                stacklevel=1,
-            )
+        warnings.warn(
+            "coord.call(...) was never awaited: its task ran (or runs) but its result is dropped; "
+            "write `await coord.call(...)`, or use run_nowait() for a task whose result is not wanted",
+            RuntimeWarning,
+            stacklevel=1,
+        )
         super().__del__()
 
 
@@ -109,7 +120,7 @@ def start_call(
     """A call's future: ``submit(future, args)`` queues its task now, or once ``room()``
     is done (``max_pending`` reached); an error either raises is the future's.
     Cancelling the future before that queues nothing; after, it is ``cancel(task)``."""
-    future: CallFuture[T] = CallFuture(loop=loop)
+    future: CallFuture[T] = _UnawaitedCall(loop=loop)
     if room is None:
         _submit(future, submit, args, cancel)
     else:
