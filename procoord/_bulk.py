@@ -39,7 +39,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, Unpack, final
 
 from ._loops import AsyncLoopView
-from ._misuse import async_for_needed
+from ._misuse import async_for_needed, running_loop
 from ._options import MapOptions, check_options
 from ._progress import ProgressBar, open_bar
 from ._task import check_task_options
@@ -434,7 +434,7 @@ class MapIterator(Generic[T]):
         if getattr(self, "_closed", True):
             return
         loop = self._loop
-        if loop is None or _running_loop() is loop:
+        if loop is None or running_loop() is loop:
             self.close()
             return
         self._closed = True
@@ -485,13 +485,6 @@ async def _watch(chunk: _Chunk, sink: weakref.ref[MapIterator[Any]]) -> None:
     target = sink()
     if target is not None:
         target._deliver(chunk, outcomes)
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
 
 
 def _cancel_all(handles: list[JoinHandle[Any]], watchers: list[asyncio.Task[None]]) -> None:

@@ -16,7 +16,15 @@ import warnings
 from collections.abc import Coroutine, Generator
 from typing import Any, NoReturn, TypeVar
 
-__all__ = ("LoopBinding", "NotAwaited", "async_with_needed", "async_for_needed", "bound_loop", "require_asyncio")
+__all__ = (
+    "LoopBinding",
+    "NotAwaited",
+    "async_with_needed",
+    "async_for_needed",
+    "bound_loop",
+    "require_asyncio",
+    "running_loop",
+)
 
 T = TypeVar("T")
 
@@ -103,6 +111,14 @@ def async_for_needed(what: str) -> NoReturn:
         "coroutine; code without asyncio gets a plain iterator from BlockingCoordinator.map "
         "(or procoord.Executor.map)"
     )
+
+
+def running_loop() -> asyncio.AbstractEventLoop | None:
+    """The running asyncio loop, or None outside one."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def require_asyncio(what: str) -> asyncio.AbstractEventLoop:

@@ -16,6 +16,7 @@ from collections.abc import Hashable, Sequence
 
 from . import _logs, _remote, _wire, balancer
 from ._loss import describe_death, settle_loss
+from ._misuse import running_loop
 from ._recycle import Counts, RecyclePolicy
 from ._slot_life import SlotLife, SlotOwner
 from ._stream import STREAM_CREDIT
@@ -35,13 +36,6 @@ logger = logging.getLogger("procoord")
 _LOAD, _LOG, _PART, _RESULT, _END, _ERROR = Kind.LOAD, Kind.LOG, Kind.PART, Kind.RESULT, Kind.END, Kind.ERROR
 _RAN = frozenset((Kind.RESULT, Kind.ERROR))  # what max_tasks counts
 ROUTABLE_STATES = frozenset(("ready", "starting", "restarting"))  # new tasks may be bound to it
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
 
 
 class WorkerSlot(SlotLife):
@@ -84,7 +78,7 @@ class WorkerSlot(SlotLife):
         self._head: Task | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timed_out: Task | None = None
-        self._loop = _running_loop()  # whose thread its tasks are resolved on
+        self._loop = running_loop()  # whose thread its tasks are resolved on
 
     # Its counters live in ``counts``, which a recycled worker's successor carries on.
     completed = property(lambda self: self.counts.completed, lambda self, n: setattr(self.counts, "completed", n))
@@ -211,9 +205,7 @@ class WorkerSlot(SlotLife):
             if queue:
                 self._write(queue.take(self.room))
             return
-        while queue and self.has_room:
-            if above is not None and (queue.top_priority() or 0) < above:
-                return
+        while queue and self.has_room and (queue.top_priority() or 0) >= above:
             self._write((queue.popleft(),))
 
     def flush(self) -> None:

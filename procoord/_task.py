@@ -1,9 +1,9 @@
 """The record of one task, and the queue that holds records until a worker takes them.
 
 A :class:`Task` resolves itself: its outcome, its caller's future and the ``join``
-calls waiting on it are touched here and nowhere else. A :class:`TaskQueue` is a FIFO whose owner (the
-dispatcher for the shared queue, a worker slot for its own) is the only one to change
-it: it gives out higher priorities first, FIFO within one priority, and a queued task
+calls waiting on it are touched here and nowhere else. A :class:`TaskQueue` is a FIFO
+whose owner (the dispatcher for the shared queue, a worker slot for its own) is the
+only one to change it: it gives out higher priorities first, FIFO within one priority, and a queued task
 leaves it in O(1) when it is cancelled.
 """
 
@@ -112,8 +112,6 @@ class Task:
             raise self.outcome
         if state == _CANCELLED:
             raise asyncio.CancelledError()
-        if self.future is not None and self.future.done():  # a call its caller cancelled
-            return self.future.result()
         raise asyncio.InvalidStateError("the task has no outcome yet")
 
     def may_retry(self) -> bool:

@@ -75,6 +75,7 @@ RULES: dict[str, set[str]] = {
     "_slot": {
         "_logs",
         "_loss",
+        "_misuse",
         "_recycle",
         "_remote",
         "_slot_life",

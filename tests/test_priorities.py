@@ -18,58 +18,67 @@ from ._run import ROOT, run_python
 from .conftest import DEADLOCK_TIMEOUT, BeaconFactory
 
 
+def _records(rng: random.Random, count: int) -> list[Task]:
+    """Task records of mixed priorities (-1, 0 twice as often, 3)."""
+    return [Task(i, b"", ANY, None, None, priority=rng.choice([-1, 0, 0, 3])) for i in range(count)]
+
+
 def test_task_queue_orders_by_priority_then_fifo() -> None:
     """Test the queue's order (higher first, FIFO within one), O(1) discards and
     hand-backs to the head of their priority."""
-    loop = asyncio.new_event_loop()
-    try:
-        rng = random.Random(16)
-        tasks = [Task(i, b"", ANY, loop.create_future(), None, priority=rng.choice([-1, 0, 0, 3])) for i in range(500)]
-        queue = TaskQueue()
-        queue.extend(tasks)
-        gone = {t.id for t in rng.sample(tasks, 150)}
-        for task in tasks:
-            if task.id in gone:
-                assert queue.discard(task)
-        assert not queue.discard(tasks[next(iter(gone))])
-        expected = sorted((t for t in tasks if t.id not in gone), key=lambda t: (-t.priority, t.id))
-        assert len(queue) == len(expected) and list(queue) == expected
-        assert queue.top_priority() == 3
-        first = [queue.popleft() for _ in range(100)]
-        assert first == expected[:100]
-        queue.appendleft(first[-1])  # handed back: ahead of its priority again
-        urgent = Task(1000, b"", ANY, loop.create_future(), None, priority=9)
-        queue.append(urgent)
-        assert queue.popleft() is urgent
-        assert queue.drain() == expected[99:]
-        assert not queue and queue.top_priority() is None
-        with pytest.raises(IndexError):
-            queue.popleft()
-    finally:
-        loop.close()
+    rng = random.Random(16)
+    tasks = _records(rng, 500)
+    queue = TaskQueue()
+    queue.extend(tasks)
+    gone = {t.id for t in rng.sample(tasks, 150)}
+    for task in tasks:
+        if task.id in gone:
+            assert queue.discard(task)
+    assert not queue.discard(tasks[next(iter(gone))])
+    expected = sorted((t for t in tasks if t.id not in gone), key=lambda t: (-t.priority, t.id))
+    assert len(queue) == len(expected) and list(queue) == expected
+    assert queue.top_priority() == 3
+    first = [queue.popleft() for _ in range(100)]
+    assert first == expected[:100]
+    queue.appendleft(first[-1])  # handed back: ahead of its priority again
+    urgent = Task(1000, b"", ANY, None, None, priority=9)
+    queue.append(urgent)
+    assert queue.popleft() is urgent
+    assert queue.drain() == expected[99:]
+    assert not queue and queue.top_priority() is None
+    with pytest.raises(IndexError):
+        queue.popleft()
 
 
 def test_task_queue_take_gives_what_popleft_would() -> None:
     """Test that taking several tasks at once gives them in popleft's order, across
     priorities and past discarded ones, and no more than are queued."""
-    loop = asyncio.new_event_loop()
-    try:
-        rng = random.Random(17)
-        tasks = [Task(i, b"", ANY, loop.create_future(), None, priority=rng.choice([-1, 0, 0, 3])) for i in range(400)]
-        queue = TaskQueue()
-        queue.extend(tasks)
-        for task in rng.sample(tasks, 120):
-            queue.discard(task)
-        expected = list(queue)
-        taken: list[Task] = []
-        while queue:
-            run = queue.take(rng.randint(1, 60))
-            assert run and all(t.queue is None for t in run)
-            taken += run
-        assert taken == expected and len(queue) == 0
-        assert queue.take(5) == [] and queue.top_priority() is None
-    finally:
-        loop.close()
+    rng = random.Random(17)
+    tasks = _records(rng, 400)
+    queue = TaskQueue()
+    queue.extend(tasks)
+    for task in rng.sample(tasks, 120):
+        queue.discard(task)
+    expected = list(queue)
+    taken: list[Task] = []
+    while queue:
+        run = queue.take(rng.randint(1, 60))
+        assert run and all(t.queue is None for t in run)
+        taken += run
+    assert taken == expected and len(queue) == 0
+    assert queue.take(5) == [] and queue.top_priority() is None
+
+
+async def test_tasks_queued_in_one_turn_leave_by_priority(coord: Coordinator) -> None:
+    """Test that tasks queued together (no await between them) go to an idle worker
+    highest priority first: only the first, queued while nothing else was, goes at once."""
+    await coord.add_worker("w", _funcs.Counter())
+    handles = [coord.run_nowait(("low", i), priority=-1) for i in range(5)]
+    handles += [coord.run_nowait(("high", i), priority=5) for i in range(5)]
+    async with asyncio.timeout(DEADLOCK_TIMEOUT):
+        await asyncio.gather(*(h.join() for h in handles))
+    history, _ = await coord.call("history")
+    assert history[:-1] == [("low", 0), *[("high", i) for i in range(5)], *[("low", i) for i in range(1, 5)]]
 
 
 async def test_shared_priority_overtakes_a_workers_own_queue(coord: Coordinator, beacons: BeaconFactory) -> None:
