@@ -7,7 +7,8 @@ The path of the items::
          (chunks grow while tasks are cheap, so the channel's cost is paid per chunk),
          while fewer than `window` items are outstanding
       -> ordered:   a deque of chunks; the head is awaited, later ones wait their turn
-         unordered: one small watcher per chunk pushes the outcomes to `finished`
+         unordered: one small watcher per chunk pushes its outcomes to `finished`
+      -> the outcomes of one chunk are `ready`: an iterator the loop takes them from
       -> __anext__ yields (result, worker), or the error (raised, or yielded with
          return_exceptions=True)
 
@@ -35,6 +36,7 @@ from collections.abc import (
     Sized,
 )
 from itertools import islice, repeat
+from operator import length_hint
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, Unpack, final
 
@@ -110,6 +112,8 @@ class _Failed:
 
 
 _Outcome = _Pair | _Failed
+
+_NOTHING_READY: Iterator[_Outcome] = iter(())
 
 
 class _Chunk:
@@ -193,11 +197,14 @@ class MapIterator(Generic[T]):
         # Ordered: chunks (or failures) in input order.
         self._queue: deque[_Chunk | _Failed] = deque()
         self._queued_items = 0
-        # Unordered: the chunks still running, with their watchers. Both modes: the
-        # outcomes that arrived and are not yielded yet.
+        # Unordered: the chunks still running, with their watchers, and the outcomes of
+        # those that finished (one list per chunk), not yet ready.
         self._watchers: dict[_Chunk, asyncio.Task[None]] = {}
         self._watched_items = 0
-        self._finished: deque[_Outcome] = deque()
+        self._finished: deque[list[_Outcome]] = deque()
+        self._finished_items = 0
+        # Both modes: the outcomes of the chunk being yielded, the next one first.
+        self._ready: Iterator[_Outcome] = _NOTHING_READY
         self._wakeup: asyncio.Future[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._exhausted = False
@@ -208,8 +215,9 @@ class MapIterator(Generic[T]):
 
     def __aiter__(self) -> AsyncLoopView[T]:
         # The loop's own view: leaving the loop early closes the map, even while the
-        # map is held in a variable (see procoord._loops).
-        return _MapLoopView(self)
+        # map is held in a variable (see procoord._loops). A progress bar counts every
+        # item in _anext, so its loop takes no shortcut.
+        return _MapLoopView(self) if self._bar is None else AsyncLoopView(self)
 
     if not TYPE_CHECKING:  # a plain `for` by mistake: an error that names `async for`
 
@@ -217,8 +225,8 @@ class MapIterator(Generic[T]):
             async_for_needed("coord.map(...)")
 
     def __anext__(self) -> Awaitable[T]:
-        # ``anext(map)``; ``async for`` goes through _MapLoopView, which takes a result
-        # already here without this call.
+        # ``anext(map)``; ``async for`` goes through _MapLoopView, which takes a ready
+        # outcome without this call.
         return self._anext()
 
     async def _anext(self) -> T:
@@ -226,24 +234,31 @@ class MapIterator(Generic[T]):
             raise StopAsyncIteration
         if self._busy:
             raise RuntimeError("anext(): this map() iterator is already being awaited")
-        if self._loop is None:
-            self._loop = asyncio.get_running_loop()
-        self._busy = True
-        try:
-            outcome = await (self._next_ordered() if self._ordered else self._next_unordered())
-        except asyncio.CancelledError:
-            raise  # the consumer was cancelled: nothing is lost, it may go on
-        except BaseException:
-            self.close()
-            raise
-        finally:
-            self._busy = False
-        if outcome is None or self._closed:
-            self.close()
-            raise StopAsyncIteration
+        outcome = next(self._ready, None)
+        if outcome is None:
+            if self._loop is None:
+                self._loop = asyncio.get_running_loop()
+            self._busy = True
+            try:
+                outcome = await (self._next_ordered() if self._ordered else self._next_unordered())
+            except asyncio.CancelledError:
+                raise  # the consumer was cancelled: nothing is lost, it may go on
+            except BaseException:
+                self.close()
+                raise
+            finally:
+                self._busy = False
+            if outcome is None or self._closed:
+                self.close()
+                raise StopAsyncIteration
         if self._bar is not None:
             self._bar.update()
-        if isinstance(outcome, _Failed):
+        return self._handed_out(outcome)
+
+    def _handed_out(self, outcome: _Outcome) -> T:
+        """What the loop gets for an outcome: the pair, or the error (yielded with
+        ``return_exceptions``, else raised, and the map closed)."""
+        if type(outcome) is _Failed:
             if self._return_exceptions:
                 return outcome.error  # type: ignore[return-value]
             self.close()
@@ -258,7 +273,7 @@ class MapIterator(Generic[T]):
     @property
     def outstanding(self) -> int:
         """Tasks submitted and not yet yielded (never more than ``window``)."""
-        return self._queued_items + self._watched_items + len(self._finished)
+        return self._queued_items + self._watched_items + self._finished_items + length_hint(self._ready)
 
     def _limit(self) -> int:
         """Tasks that may be outstanding: ``window``, or when none was given
@@ -345,20 +360,26 @@ class MapIterator(Generic[T]):
             self._queue.append(_Failed(error))
             self._queued_items += 1
         else:
-            self._finished.append(_Failed(error))
+            self._finished.append([_Failed(error)])
+            self._finished_items += 1
 
     def _deliver(self, chunk: _Chunk, outcomes: list[_Outcome]) -> None:
         """A watched chunk finished (unordered mode)."""
         if self._watchers.pop(chunk, None) is None:
             return  # closed meanwhile
         self._watched_items -= chunk.size
-        self._finished.extend(outcomes)
+        self._finished.append(outcomes)
+        self._finished_items += len(outcomes)
         if self._wakeup is not None and not self._wakeup.done():
             self._wakeup.set_result(None)
 
+    def _make_ready(self, outcomes: list[_Outcome]) -> _Outcome:
+        """Make a chunk's outcomes ready; the first of them, taken."""
+        ready = iter(outcomes)
+        self._ready = ready
+        return next(ready)
+
     async def _next_ordered(self) -> _Outcome | None:
-        if self._finished:
-            return self._finished.popleft()
         await self._fill()
         if not self._queue:
             return None
@@ -371,8 +392,7 @@ class MapIterator(Generic[T]):
             return None
         self._queue.popleft()
         self._queued_items -= len(outcomes)
-        self._finished.extend(outcomes)
-        return self._finished.popleft()
+        return self._make_ready(outcomes)
 
     async def _next_unordered(self) -> _Outcome | None:
         await self._fill()
@@ -385,7 +405,9 @@ class MapIterator(Generic[T]):
                 await self._wakeup
             finally:
                 self._wakeup = None
-        return self._finished.popleft()
+        outcomes = self._finished.popleft()
+        self._finished_items -= len(outcomes)
+        return self._make_ready(outcomes)
 
     # -- closing --------------------------------------------------------------------
 
@@ -401,7 +423,8 @@ class MapIterator(Generic[T]):
         self._queue.clear()
         self._watchers.clear()
         self._finished.clear()
-        self._queued_items = self._watched_items = 0
+        self._ready = _NOTHING_READY
+        self._queued_items = self._watched_items = self._finished_items = 0
         _cancel_all(handles, watchers)
         if self._wakeup is not None and not self._wakeup.done():
             self._wakeup.set_result(None)
@@ -438,6 +461,7 @@ class MapIterator(Generic[T]):
             self.close()
             return
         self._closed = True
+        self._ready = _NOTHING_READY
         handles, watchers = self._outstanding_work()
         if self._bar is not None:
             self._bar.close()
@@ -453,26 +477,22 @@ class MapIterator(Generic[T]):
 
 
 class _MapLoopView(AsyncLoopView[T]):
-    """A map's view for one loop, which takes a result already here itself: for a map of
-    cheap tasks the loop's cost per item is most of the parent's work, and this saves a
-    call into the iterator per item."""
+    """A map's view for one loop (without a progress bar), which takes a ready outcome
+    itself: for a map of cheap tasks the loop's cost per item is most of the parent's
+    work, and this saves a call into the iterator and its checks per item (a closed or
+    busy map has none ready)."""
 
-    __slots__ = ("_finished", "_map")
+    __slots__ = ("_map",)
 
     def __init__(self, source: MapIterator[T]) -> None:
         super().__init__(source)
         self._map = source
-        self._finished = source._finished
 
     async def __anext__(self) -> T:
-        finished = self._finished
-        if finished:
-            source = self._map
-            if not source._closed and not source._busy and source._bar is None:
-                outcome = finished[0]
-                if type(outcome) is tuple:  # a plain result, not a _Failed
-                    finished.popleft()
-                    return outcome  # type: ignore[return-value]
+        for outcome in self._map._ready:
+            if type(outcome) is tuple:
+                return outcome  # type: ignore[return-value]
+            return self._map._handed_out(outcome)
         return await self._map._anext()
 
 

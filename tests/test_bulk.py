@@ -188,6 +188,41 @@ async def test_map_return_exceptions_yields_errors_in_place(coord: Coordinator) 
     assert out[3] == ("b", "w")
 
 
+@pytest.mark.parametrize("ordered", [True, False], ids=["ordered", "unordered"])
+async def test_map_of_cheap_tasks_gives_a_failure_inside_a_chunk_in_its_place(
+    coord: Coordinator, ordered: bool
+) -> None:
+    """Test that once tasks are known to be cheap (items go out in chunks of many), a
+    failed item in the middle of a chunk is yielded in its place with
+    return_exceptions=True, and otherwise raises after the items before it, closing the map."""
+    await coord.add_worker("w", _funcs.raiser)
+    for _ in range(20):
+        await coord.call("warm")  # task times are known: chunks of hundreds of items
+    items = [f"a{i}" for i in range(300)] + ["value"] + [f"b{i}" for i in range(300)]
+    out = [item async for item in coord.map(items, ordered=ordered, return_exceptions=True)]
+    errors = [i for i, item in enumerate(out) if isinstance(item, TaskProcessError)]
+    assert len(out) == 601 and len(errors) == 1
+    plain = [item for item in out if not isinstance(item, TaskProcessError)]
+    if ordered:
+        assert errors == [300]
+        assert plain == [(item, "w") for item in items if item != "value"]
+    else:
+        assert sorted(plain) == sorted((item, "w") for item in items if item != "value")
+
+    got = []
+    results = coord.map(items, ordered=ordered)
+    with pytest.raises(TaskProcessError):
+        async for result, _ in results:
+            got.append(result)
+    assert results.closed and results.outstanding == 0
+    if ordered:
+        assert got == items[:300]
+    with pytest.raises(StopAsyncIteration):
+        await anext(results)
+    await coord.call("last")
+    assert coord.pending == 0
+
+
 async def test_map_raises_an_error_of_its_input(coord: Coordinator) -> None:
     """Test that an error raised by the input iterable propagates and cancels what was queued."""
     await coord.add_worker("w", _funcs.double)
