@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any, NoReturn, Self, TypeVar
 
-__all__ = ("CallFuture", "start_call")
+__all__ = ("CallFuture", "new_call", "start_call")
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -53,13 +53,6 @@ class CallFuture(asyncio.Future[T], Coroutine[Any, Any, T]):
             return self.cancelled()
         return super().cancel(msg)
 
-    def result(self) -> T:
-        if not self.done():
-            raise asyncio.InvalidStateError(
-                "coord.call(...) has not finished: write `result, worker = await coord.call(...)`"
-            )
-        return super().result()
-
     # -- the coroutine protocol, over the future's own await ------------------------
 
     def send(self, value: Any) -> Any:
@@ -87,6 +80,13 @@ class _UnawaitedCall(CallFuture[T]):
 
     __slots__ = ()
 
+    def result(self) -> T:
+        if not self.done():
+            raise asyncio.InvalidStateError(
+                "coord.call(...) has not finished: write `result, worker = await coord.call(...)`"
+            )
+        return super().result()
+
     def add_done_callback(self, fn: Callable[[Self], object], *, context: Any = None) -> None:
         self.__class__ = CallFuture  # type: ignore[assignment]
         asyncio.Future.add_done_callback(self, fn, context=context)
@@ -110,6 +110,12 @@ class _UnawaitedCall(CallFuture[T]):
         super().__del__()
 
 
+def new_call(loop: asyncio.AbstractEventLoop) -> CallFuture[Any]:
+    """A call's future, not yet awaited (it warns if it is dropped so): the caller
+    queues its task, or sets its error, and gives it its cancel hook (``on_cancel``)."""
+    return _UnawaitedCall(loop=loop)
+
+
 def start_call(
     loop: asyncio.AbstractEventLoop,
     room: Callable[[], Awaitable[None]] | None,
@@ -120,7 +126,7 @@ def start_call(
     """A call's future: ``submit(future, args)`` queues its task now, or once ``room()``
     is done (``max_pending`` reached); an error either raises is the future's.
     Cancelling the future before that queues nothing; after, it is ``cancel(task)``."""
-    future: CallFuture[T] = _UnawaitedCall(loop=loop)
+    future: CallFuture[T] = new_call(loop)
     if room is None:
         _submit(future, submit, args, cancel)
     else:

@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, Unpack, final
 
 from . import _wire
-from ._call import CallFuture, start_call
+from ._call import CallFuture, new_call, start_call
 from ._dispatch import Dispatcher
 from ._membership import WorkerDefaults, add_many, free_idents, retire, start_worker
 from ._misuse import LoopBinding, NotAwaited, async_with_needed, require_asyncio
@@ -387,8 +387,19 @@ class Coordinator(WorkShapes[TaskT, ResultT]):
             # Binds the loop, or reports a wrong loop or thread, when awaited.
             return NotAwaited(self._call(task, prefs, timeout, retries, priority), "coord.call")  # type: ignore[return-value]
 
-        room = self._wait_for_room if self._ledger.full() and not self._closer.closing else None
-        return start_call(loop, room, _submit_call, (self, task, prefs, timeout, retries, priority), self._cancel_call)
+        if self._ledger.full() and not self._closer.closing:
+            args = (self, task, prefs, timeout, retries, priority)
+            return start_call(loop, self._wait_for_room, _submit_call, args, self._cancel_call)
+        # start_call without the wait, written out: this runs once per call.
+        future: CallFuture[tuple[ResultT, Hashable]] = new_call(loop)
+        try:
+            self._check_not_closed()
+            record = self._submit_task(task, prefs, timeout, 0, retries, priority, future)
+        except Exception as exc:
+            future.set_exception(exc)
+            return future
+        future.on_cancel(self._cancel_call, record)
+        return future
 
     def _wait_for_room(self) -> Awaitable[None]:
         return self._ledger.wait_for_space(self._check_open)
