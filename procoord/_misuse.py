@@ -9,11 +9,10 @@ the helpers here turn them into messages that name the fix.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import sys
 import threading
 import warnings
-from collections.abc import Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any, NoReturn, TypeVar
 
 __all__ = (
@@ -33,33 +32,38 @@ T = TypeVar("T")
 _HANDLE_ATTRIBUTES = frozenset({"join", "cancel", "done", "task_id", "map", "result", "exception"})
 
 
-class NotAwaited(Coroutine[Any, Any, T]):
-    """A coroutine that explains itself when it is used as what awaiting it would give.
+class _Started(Coroutine[Any, Any, T]):
+    """What a :class:`NotAwaited` becomes once awaited, sent a value or closed: the same
+    coroutine, without the finalizer that warns (only one never awaited pays for it)."""
 
-    ``h = coord.run(task)`` then ``h.join()`` raises an AttributeError saying to write
-    ``h = await coord.run(task)``. Everything else behaves as the coroutine does
-    (``await``, ``asyncio.create_task``, ``gather``)."""
+    __slots__ = ("_args", "_call", "_iterator", "_steps")
 
-    __slots__ = ("_call", "_coro", "_handed_on")
-
-    def __init__(self, coro: Coroutine[Any, Any, T], call: str) -> None:
-        self._coro = coro
+    def __init__(self, steps: Callable[..., Generator[Any, None, T]], args: tuple[Any, ...], call: str) -> None:
+        self._steps = steps
+        self._args = args
         self._call = call
-        self._handed_on = False  # awaited or closed: what happens to the coroutine is not ours to say
+        self._iterator: Generator[Any, None, T] | None = None
+
+    def _start(self) -> Generator[Any, None, T]:
+        self.__class__ = _Started
+        iterator = self._iterator = self._steps(*self._args)
+        return iterator
 
     def send(self, value: Any) -> Any:
-        return self._coro.send(value)
+        return (self._iterator or self._start()).send(value)
 
     def throw(self, *args: Any) -> Any:
-        return self._coro.throw(*args)
+        return (self._iterator or self._start()).throw(*args)
 
     def close(self) -> None:
-        self._handed_on = True
-        self._coro.close()
+        (self._iterator or self._start()).close()
 
     def __await__(self) -> Generator[Any, None, T]:
-        self._handed_on = True  # this object may go before the coroutine it hands on starts
-        return self._coro.__await__()
+        if self._iterator is not None:
+            raise RuntimeError(f"{self._call}(...) was awaited already: call it again for another one")
+        self.__class__ = _Started  # _start, written out: this runs once per call
+        iterator = self._iterator = self._steps(*self._args)
+        return iterator
 
     def __getattr__(self, name: str) -> NoReturn:
         if name in _HANDLE_ATTRIBUTES:
@@ -67,31 +71,37 @@ class NotAwaited(Coroutine[Any, Any, T]):
                 f"{self._call}(...) was not awaited: it gives a coroutine; write "
                 f"`handle = await {self._call}(...)`, then `handle.{name}`"
             )
-        raise AttributeError(f"{type(self._coro).__name__!r} object has no attribute {name!r}")
+        raise AttributeError(f"'coroutine' object has no attribute {name!r}")
 
     def __iter__(self) -> NoReturn:
         raise TypeError(f"{self._call}(...) must be awaited: `await {self._call}(...)`, inside a coroutine")
 
-    def __del__(self) -> None:
-        coro: Any = self._coro
-        # Never started: say so in the caller's terms, instead of the coroutine's own
-        # warning, which names procoord's internals.
-        if (
-            not self._handed_on
-            and coro.cr_frame is not None
-            and inspect.getcoroutinestate(coro) == inspect.CORO_CREATED
-        ):
-            coro.close()
-            gives = "handle" if self._call.endswith("run") else "result, worker"
-            warnings.warn(
-                f"{self._call}(...) was never awaited, so its task was not queued: write "
-                f"`{gives} = await {self._call}(...)`, inside a coroutine",
-                RuntimeWarning,
-                stacklevel=1,
-            )
-
     def __repr__(self) -> str:
         return f"<not awaited: {self._call}(...)>"
+
+
+class NotAwaited(_Started[T]):
+    """A coroutine, ``steps(*args)``, that explains itself when it is used as what
+    awaiting it would give (``call`` names it in the errors).
+
+    ``h = coord.run(task)`` then ``h.join()`` raises an AttributeError saying to write
+    ``h = await coord.run(task)``; dropped without being awaited, it warns in the same
+    terms. Everything else behaves as a coroutine does (``await``,
+    ``asyncio.create_task``, ``gather``). Its body is the generator ``steps(*args)``,
+    made when it is first awaited (or sent a value): awaiting it makes no coroutine of
+    its own, and its end returns rather than raises StopIteration.
+    """
+
+    __slots__ = ()
+
+    def __del__(self) -> None:
+        gives = "handle" if self._call.endswith("run") else "result, worker"
+        warnings.warn(
+            f"{self._call}(...) was never awaited, so its task was not queued: write "
+            f"`{gives} = await {self._call}(...)`, inside a coroutine",
+            RuntimeWarning,
+            stacklevel=1,
+        )
 
 
 def async_with_needed(cls: type) -> NoReturn:

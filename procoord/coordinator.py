@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Hashable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Hashable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, Unpack, final
 
@@ -268,22 +268,29 @@ class Coordinator(WorkShapes[TaskT, ResultT]):
             NoWorkersError: there is no worker.
             CoordinatorClosedError: after ``close``.
         """
-        return NotAwaited(self._run(task, prefs, timeout, retries, priority), "coord.run")
+        return NotAwaited(self._run_steps, (task, prefs, timeout, retries, priority), "coord.run")
 
-    async def _run(
-        self, task: TaskT, prefs: Pref, timeout: float | None, retries: int = 0, priority: int = 0
-    ) -> JoinHandle[tuple[ResultT, Hashable]]:
-        self._check_open()
+    def _run_steps(
+        self, task: TaskT, prefs: Pref, timeout: float | None, retries: int, priority: int
+    ) -> Generator[Any, None, JoinHandle[tuple[ResultT, Hashable]]]:
+        """What ``await coord.run(...)`` does, as a generator (see NotAwaited)."""
+        if not self._binding.here():  # _check_open, inline: this runs once per task
+            self._binding.check()
+        if self._closer.closing:
+            raise CoordinatorClosedError(_CLOSED)
         if self._ledger.full():
-            await self._ledger.wait_for_space(self._check_open)
+            yield from self._ledger.wait_for_space(self._check_open).__await__()
             self._check_open()
-        handle = self._submit(task, prefs, timeout, 0, retries, priority)
+        handle: JoinHandle[tuple[ResultT, Hashable]] = JoinHandle(
+            self._submit_task(task, prefs, timeout, 0, retries, priority), self
+        )
         self._runs_since_yield += 1
         if self._runs_since_yield >= YIELD_EVERY_RUNS:
             # A caller issuing a burst in a loop never lets the event loop turn: let the
             # results in now and then, so workers are fed while tasks are still issued.
+            # (A bare yield is asyncio.sleep(0): the awaiting task lets the loop turn once.)
             self._runs_since_yield = 0
-            await asyncio.sleep(0)
+            yield
         return handle
 
     def run_nowait(
@@ -385,7 +392,7 @@ class Coordinator(WorkShapes[TaskT, ResultT]):
         loop = self._binding.loop
         if loop is None or not self._binding.here():
             # Binds the loop, or reports a wrong loop or thread, when awaited.
-            return NotAwaited(self._call(task, prefs, timeout, retries, priority), "coord.call")  # type: ignore[return-value]
+            return NotAwaited(self._call_steps, (task, prefs, timeout, retries, priority), "coord.call")  # type: ignore[return-value]
 
         if self._ledger.full() and not self._closer.closing:
             args = (self, task, prefs, timeout, retries, priority)
@@ -404,12 +411,14 @@ class Coordinator(WorkShapes[TaskT, ResultT]):
     def _wait_for_room(self) -> Awaitable[None]:
         return self._ledger.wait_for_space(self._check_open)
 
-    async def _call(
+    def _call_steps(
         self, task: TaskT, prefs: Pref, timeout: float | None, retries: int, priority: int
-    ) -> tuple[ResultT, Hashable]:
-        handle = await self._run(task, prefs, timeout, retries, priority)
+    ) -> Generator[Any, None, tuple[ResultT, Hashable]]:
+        """What ``await coord.call(...)`` does off the coordinator's loop (where it raises)
+        or before it is bound: ``run`` then ``join``."""
+        handle = yield from self._run_steps(task, prefs, timeout, retries, priority)
         try:
-            return await handle.join()
+            return (yield from handle.__await__())
         except asyncio.CancelledError:
             if not handle.done():  # the caller was cancelled, not the task
                 handle.cancel()

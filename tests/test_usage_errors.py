@@ -175,6 +175,25 @@ async def test_unawaited_run_says_to_await(coord: Coordinator) -> None:
     assert await asyncio.wait_for(coord.call(8), DEADLOCK_TIMEOUT) == (16, "w")
 
 
+async def test_a_run_awaited_twice_says_to_call_it_again(coord: Coordinator) -> None:
+    """Test that awaiting one `coord.run(...)` twice raises (as a coroutine does), saying to
+    call run again, and queues nothing more; a closed one queues nothing and does not warn."""
+    await coord.add_worker("w", _funcs.double)
+    pending = coord.run(2)
+    handle = await pending
+    with pytest.raises(RuntimeError, match=r"coord\.run\(\.\.\.\) was awaited already: call it again"):
+        await pending
+    assert await handle == (4, "w")
+    assert (await coord.stats())["w"].completed == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        closed = coord.run(3)
+        closed.close()
+        del closed
+        gc.collect()
+    assert coord.pending == 0
+
+
 async def test_unpacking_a_handle_says_to_await_it(coord: Coordinator) -> None:
     """Test that unpacking what `await coord.run(...)` gives (a handle, not the result)
     says to await the handle or to use call; the task still runs."""
