@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any, NoReturn, Self, TypeVar
 
-__all__ = ("CallFuture", "new_call", "start_call")
+__all__ = ("CallFuture", "call_when_room", "new_call")
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -116,22 +116,20 @@ def new_call(loop: asyncio.AbstractEventLoop) -> CallFuture[Any]:
     return _UnawaitedCall(loop=loop)
 
 
-def start_call(
+def call_when_room(
     loop: asyncio.AbstractEventLoop,
-    room: Callable[[], Awaitable[None]] | None,
+    room: Callable[[], Awaitable[None]],
     submit: Callable[[CallFuture[T], tuple[Any, ...]], R],
     args: tuple[Any, ...],
     cancel: Callable[[R], object],
 ) -> CallFuture[T]:
-    """A call's future: ``submit(future, args)`` queues its task now, or once ``room()``
-    is done (``max_pending`` reached); an error either raises is the future's.
-    Cancelling the future before that queues nothing; after, it is ``cancel(task)``."""
+    """A call's future whose task waits for room (``max_pending`` reached):
+    ``submit(future, args)`` queues it once ``room()`` is done; an error either raises
+    is the future's. Cancelling the future before that queues nothing; after, it is
+    ``cancel(task)``. (A call with room queues its task at once: see ``Coordinator.call``.)"""
     future: CallFuture[T] = new_call(loop)
-    if room is None:
-        _submit(future, submit, args, cancel)
-    else:
-        waiting = loop.create_task(_submit_when_room(future, room, submit, args, cancel))
-        future.on_cancel(asyncio.Task.cancel, waiting)
+    waiting = loop.create_task(_submit_when_room(future, room, submit, args, cancel))
+    future.on_cancel(asyncio.Task.cancel, waiting)
     return future
 
 

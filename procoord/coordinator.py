@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, Unpack, final
 
 from . import _wire
-from ._call import CallFuture, new_call, start_call
+from ._call import CallFuture, call_when_room, new_call
 from ._dispatch import Dispatcher
 from ._membership import WorkerDefaults, add_many, free_idents, retire, start_worker
 from ._misuse import LoopBinding, NotAwaited, async_with_needed, require_asyncio
@@ -396,8 +396,8 @@ class Coordinator(WorkShapes[TaskT, ResultT]):
 
         if self._ledger.full() and not self._closer.closing:
             args = (self, task, prefs, timeout, retries, priority)
-            return start_call(loop, self._wait_for_room, _submit_call, args, self._cancel_call)
-        # start_call without the wait, written out: this runs once per call.
+            return call_when_room(loop, self._wait_for_room, _submit_call, args, self._cancel_call)
+        # Queued now, with no helper in between: this runs once per call.
         future: CallFuture[tuple[ResultT, Hashable]] = new_call(loop)
         try:
             self._check_not_closed()
