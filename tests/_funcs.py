@@ -43,6 +43,10 @@ class SyncCounter(TaskProcessor):
         return task
 
 
+def echo(x: Any) -> Any:
+    return x
+
+
 def double(x: int) -> int:
     return x * 2
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import threading
+from typing import Any
 
 import pytest
 
-from procoord import SerializationError
+from procoord import Coordinator, SerializationError
 from procoord._wire import FROM_WORKER_KINDS, HEADER, FrameReader, Kind, dumps, frame, loads
+
+from . import _funcs
 
 
 def test_frames_split_anywhere() -> None:
@@ -99,6 +102,40 @@ def test_out_of_band_buffers_round_trip() -> None:
     assert load_payload(b"".join(parts)) == {"blob": big, "n": 1}
     assert len(dumps_parts(Blob(bytearray(b"small")), "task")) == 1
     assert load_payload(b"".join(dumps_parts(b"x" * 2**20, "task"))) == b"x" * 2**20
+
+
+def test_scalars_come_back_as_they_were_of_their_exact_type() -> None:
+    """Test that ints (of any size), floats (NaN, infinities, -0.0), bools, None and
+    strings (lone surrogates too) come back equal and of their exact type, subclasses
+    of them (an IntEnum, a str subclass) too, from bytes or from a memoryview."""
+    import enum
+    import math
+
+    from procoord._wire import dumps_parts, load_payload
+
+    class Level(enum.IntEnum):
+        HIGH = 3
+
+    class Name(str):
+        pass
+
+    values: list[Any] = [0, -1, 2**200, -(2**70), 1.5, -0.0, math.inf, -math.inf, True, False, None]
+    values += ["", "héllo", "\udcff", "x" * 100_000, Level.HIGH, Name("n")]
+    for value in values:
+        [payload] = dumps_parts(value, "task", snapshot=True)
+        for received in (payload, memoryview(payload)):
+            back = load_payload(received)
+            assert type(back) is type(value) and back == value and repr(back) == repr(value)
+    nan = load_payload(dumps_parts(math.nan, "task")[0])
+    assert type(nan) is float and math.isnan(nan)
+
+
+async def test_scalar_tasks_and_results_round_trip_through_a_worker(coord: Coordinator) -> None:
+    """Test that scalar tasks and results keep their values and types through a worker."""
+    await coord.add_worker("w", _funcs.echo)
+    for value in (7, 2**100, -0.0, True, None, "\udcff", "é" * 70_000):
+        result, _ = await coord.call(value)
+        assert type(result) is type(value) and repr(result) == repr(value)
 
 
 def test_large_bytes_go_out_of_band_and_come_back_as_they_were() -> None:

@@ -1,7 +1,8 @@
 """Pickled tasks and results, with their large buffers out of band.
 
-A payload is a plain pickle stream, or (first byte zero) a head, the pickle stream and
-the buffers taken out of it: protocol-5 buffers (numpy arrays, PickleBuffer) of at
+A payload is a plain pickle stream, a scalar (an ``int``, ``float``, ``bool``, ``str`` or
+None, of exactly that type) in marshal's format 2, or (first byte zero) a head, the
+pickle stream and the buffers taken out of it: protocol-5 buffers (numpy arrays, PickleBuffer) of at
 least :data:`OOB_MIN_BYTES`, and ``bytes`` and ``bytearray`` objects of at least
 :data:`SHARED_MIN_BYTES` at the top of the object (or in a tuple, list or dict there,
 two levels deep). The head says, for each buffer, its kind, its length and where it is:
@@ -15,6 +16,7 @@ the transport's job (``procoord.backends._shm``, ``procoord._worker.shm``), with
 from __future__ import annotations
 
 import io
+import marshal
 import pickle
 import struct
 import types
@@ -52,6 +54,12 @@ PROTOCOL = 5
 # stream: below that the copy is cheaper than the bookkeeping.
 MAGIC = b"\x00OB2"
 OOB_MIN_BYTES = 64 * 1024
+
+# A pickle starts with its PROTO opcode; a scalar in marshal's format 2 (no references,
+# so no flag bit) with its type code, an ASCII letter. Marshal takes a few hundred
+# instructions for a scalar where a pickle takes thousands (a Pickler and its buffers).
+_PICKLE_START = pickle.PROTO[0]
+_MARSHAL_VERSION = 2
 
 SHARED_MIN_BYTES = 256 * 1024
 """Buffers of at least this size may travel through shared memory; ``bytes`` and
@@ -132,7 +140,7 @@ def dumps_parts(obj: Any, what: str, *, snapshot: bool = False) -> list[bytes | 
     written), as with ordinary pickling.
     """
     if type(obj) in _SCALARS:  # nothing out of band, nothing of __main__
-        data = pickle.dumps(obj, PROTOCOL)
+        data = marshal.dumps(obj, _MARSHAL_VERSION)
         return [data if len(data) <= MAX_PAYLOAD else _checked(data, what)]
     buffers: list[tuple[int, Any]] = []
     data = _pickle(obj, what, buffers, _has_big_bytes(obj))
@@ -300,8 +308,13 @@ def load_payload(data: bytes | bytearray | memoryview) -> Any:
     """Unpickle a payload made by ``dumps`` or ``dumps_parts``. Out-of-band buffers in
     the frame are read in place: an array rebuilt from one shares the received frame's
     memory; those from shared memory are the copies :func:`resolve` made."""
-    if data[:4] != MAGIC:
+    first = data[0] if data else _PICKLE_START  # nothing: as pickle says it (EOFError)
+    if first == _PICKLE_START:
         return pickle.loads(data)
+    if first:
+        return marshal.loads(data)
+    if data[:4] != MAGIC:
+        raise ValueError("a payload starting with a zero byte has no head")
     view = memoryview(data)
     stream_len, descs, pos = read_head(view)
     stream = view[pos : pos + stream_len]
