@@ -281,6 +281,15 @@ class TaskQueue:
             if not lane.live or lane.entries[0].queue is not self:
                 lane = self._head_lane()
             entries = lane.entries
+            if lane.live == len(entries):  # none discarded (the common case): a run at once
+                run = [entries.popleft() for _ in range(min(count, lane.live))]
+                for task in run:
+                    task.queue = None
+                lane.live -= len(run)
+                self.size -= len(run)
+                count -= len(run)
+                taken += run
+                continue
             while count and lane.live:
                 task = entries.popleft()
                 if task.queue is not self:

@@ -111,12 +111,20 @@ def run_length(cands: Sequence[Candidate], times: Sequence[float], chosen: int, 
             score = (c.queue_len + 1) * times[i]
             if score < others:
                 others = score
+    if limit <= 1:
+        return 1
     queue_len, t = cands[chosen].queue_len + 1, times[chosen]
-    count = 1
-    while count < limit and (queue_len + 1) * t < others:
-        queue_len += 1
-        count += 1
-    return count
+    if others == math.inf or t <= 0.0:
+        return limit if t * (queue_len + 1) < others else 1
+    # The run grows while (queue_len + 1 + extra) * t < others, extra = 0, 1, ...: the
+    # last such extra, estimated by a division, then settled with that very test (so
+    # floats round as they would one task at a time).
+    last = min(max(int(others / t) - queue_len - 1, -1), limit - 2)
+    while last >= 0 and not (queue_len + 1 + last) * t < others:
+        last -= 1
+    while last < limit - 2 and (queue_len + 2 + last) * t < others:
+        last += 1
+    return last + 2
 
 
 def pick_for_pull(cands: Sequence[Candidate], times: Sequence[float], pending: int) -> int | None:

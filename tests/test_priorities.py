@@ -67,6 +67,13 @@ def test_task_queue_take_gives_what_popleft_would() -> None:
         taken += run
     assert taken == expected and len(queue) == 0
     assert queue.take(5) == [] and queue.top_priority() is None
+    pristine = TaskQueue()  # nothing discarded: each lane gives its run at once
+    pristine.extend(tasks)
+    expected = list(pristine)
+    taken = []
+    while pristine:
+        taken += pristine.take(rng.randint(1, 60))
+    assert taken == expected and all(t.queue is None for t in taken)
 
 
 async def test_tasks_queued_in_one_turn_leave_by_priority(coord: Coordinator) -> None:

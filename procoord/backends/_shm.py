@@ -266,10 +266,15 @@ class ResultArena:
     def receive(self, frames: list[_wire.Frame]) -> list[_wire.Frame]:
         """The frames with their results' buffers copied out of the arena, whose space
         goes back to the worker at once."""
-        out = frames
         magic = payload.MAGIC
+        for received in frames:
+            if received[3][:4] == magic:
+                break
+        else:
+            return frames  # the common case: no buffer out of band
+        out = frames
         for i, received in enumerate(frames):
-            if received[3][:4] != magic:  # the common case: no buffer out of band
+            if received[3][:4] != magic:
                 continue
             kind, task_id, number, body = received
             if (kind == Kind.RESULT or kind == Kind.PART) and payload.has_shared(body):
