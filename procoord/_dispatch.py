@@ -51,8 +51,6 @@ from .stats import WorkerStats
 
 __all__ = ("Dispatcher",)
 
-_PREF_TYPES = (_Any, Preferred, Required)
-
 
 class Dispatcher:
     """The dispatch state of one coordinator; runs on its event loop."""
@@ -96,19 +94,22 @@ class Dispatcher:
         """Pickle a task and queue it where ``prefs`` says; raise, queuing nothing,
         when it cannot be run. ``stream``: the PartQueue of a streaming task;
         ``future``: the caller's own, which the task resolves (``coord.call``'s), if any."""
-        if type(prefs) not in _PREF_TYPES:
-            raise TypeError(
-                f"prefs must be TaskPrefs.Any, TaskPrefs.Preferred(...) or TaskPrefs.Required(...), not {prefs!r}"
-            )
         slots = self.slots
         slot: WorkerSlot | None = None
-        if type(prefs) is Required:
+        if type(prefs) is _Any:
+            if not slots:
+                raise NoWorkersError()
+        elif type(prefs) is Required:
             slot = slots.get(prefs.ident)
             if slot is None:
                 raise NoSuchWorkerError(prefs.ident, "TaskPrefs.Required names no current worker")
+        elif type(prefs) is not Preferred:
+            raise TypeError(
+                f"prefs must be TaskPrefs.Any, TaskPrefs.Preferred(...) or TaskPrefs.Required(...), not {prefs!r}"
+            )
         elif not slots:
             raise NoWorkersError()
-        elif type(prefs) is Preferred:
+        else:
             preferred = slots.get(prefs.ident)
             if (
                 preferred is not None
@@ -124,9 +125,7 @@ class Dispatcher:
             hint = self._routable_hint
             if (hint is None or hint.state not in ROUTABLE_STATES) and not self._any_routable():
                 raise NoWorkersError("every worker has failed; add a worker")
-        record = Task(next(self._ids), payload, prefs, future, timeout, retries, priority)
-        record.size = size
-        record.stream = stream
+        record = Task(next(self._ids), payload, prefs, future, timeout, retries, priority, size, stream)
         if slot is not None:
             slot.bind(record, next(self._given))
         else:

@@ -34,7 +34,6 @@ logger = logging.getLogger("procoord")
 # The frame kinds read for every frame, as module names: looking a member up on its
 # enum class costs several times a global lookup.
 _LOAD, _LOG, _PART, _RESULT, _END, _ERROR = Kind.LOAD, Kind.LOG, Kind.PART, Kind.RESULT, Kind.END, Kind.ERROR
-_RAN = frozenset((Kind.RESULT, Kind.ERROR))  # what max_tasks counts
 ROUTABLE_STATES = frozenset(("ready", "starting", "restarting"))  # new tasks may be bound to it
 
 
@@ -279,13 +278,39 @@ class WorkerSlot(SlotLife):
         window = self.window
         returned: list[Task] = []
         now = time.perf_counter()  # the frames of one read arrived together
+        ident = self.ident
         for received in frames:
             kind, task_id, number, payload = received
+            if kind == _RESULT:  # the common frame first
+                task = inflight.pop(task_id, None)
+                if task is None:
+                    continue  # finished already (timed out)
+                size = task.size
+                self.tasks_run += size or 1
+                # As _measured does, written out.
+                run_s = number / size if size else number
+                written_at = task.written_at
+                window.measured(run_s, now - written_at - run_s if task.started_at == written_at else None)
+                try:
+                    value = _wire.load_payload(payload)
+                except BaseException as exc:  # a result that exits on unpickling must not stop the loop
+                    counts.failed += 1
+                    owner.task_finished(task, None, _remote.unloadable_result(exc))
+                    continue
+                if size:
+                    value = _remote.batch_outcomes(ident, value)
+                    failed = len(value[1])
+                    counts.completed += len(value[0]) - failed
+                    counts.failed += failed
+                else:
+                    counts.completed += 1
+                owner.task_finished(task, (value, ident))
+                continue
             if kind == _LOAD:
                 self.rss_bytes, self.cpu_percent = _wire.read_load(received)
                 continue
             if kind == _LOG:
-                _logs.deliver(self.ident, payload)
+                _logs.deliver(ident, payload)
                 continue
             if kind == _PART:
                 streaming = inflight.get(task_id)
@@ -296,36 +321,16 @@ class WorkerSlot(SlotLife):
             task = inflight.pop(task_id, None)
             if task is None:
                 continue  # finished already (timed out)
-            if kind in _RAN:
-                self.tasks_run += task.size or 1
-            if kind == _RESULT:
-                # As _measured does, written out for the common frame.
-                run_s = number / task.size if task.size else number
-                written_at = task.written_at
-                window.measured(run_s, now - written_at - run_s if task.started_at == written_at else None)
-                try:
-                    value = _wire.load_payload(payload)
-                except BaseException as exc:  # a result that exits on unpickling must not stop the loop
-                    counts.failed += 1
-                    owner.task_finished(task, error=_remote.unloadable_result(exc))
-                    continue
-                if task.size:
-                    value = _remote.batch_outcomes(self.ident, value)
-                    failed = len(value[1])
-                    counts.completed += len(value[0]) - failed
-                    counts.failed += failed
-                else:
-                    counts.completed += 1
-                owner.task_finished(task, result=(value, self.ident))
-            elif kind == _END:
+            if kind == _END:
                 run_s, parts = _wire.read_end(received)
                 self._measured(task, run_s, now)
                 counts.completed += 1
-                owner.task_finished(task, result=(parts, self.ident))
+                owner.task_finished(task, result=(parts, ident))
             elif kind == _ERROR:
+                self.tasks_run += task.size or 1  # what max_tasks counts: RESULT and ERROR
                 self._measured(task, number, now)
                 counts.failed += 1
-                owner.task_finished(task, error=_remote.task_error(self.ident, payload))
+                owner.task_finished(task, error=_remote.task_error(ident, payload))
             elif kind == Kind.BAD_TASK or kind == Kind.BAD_RESULT:
                 counts.failed += 1
                 owner.task_finished(task, error=_remote.bad_frame_error(kind, payload, task.stream is not None))

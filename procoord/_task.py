@@ -71,6 +71,8 @@ class Task:
         timeout: float | None,
         retries: int = 0,
         priority: int = 0,
+        size: int = 0,
+        stream: Any = None,
     ) -> None:
         self.id = task_id
         self.payload = payload
@@ -82,8 +84,8 @@ class Task:
         self.retries = retries  # runs after the first one, for a task lost or timed out
         self.priority = priority
         self.attempts = 1  # runs so far, the current one included
-        self.size = 0  # the number of items of a batch; 0 for a single task
-        self.stream: Any = None  # the PartQueue of a streaming task (procoord._stream)
+        self.size = size  # the number of items of a batch; 0 for a single task
+        self.stream: Any = stream  # the PartQueue of a streaming task (procoord._stream)
         self.waiters: list[asyncio.Future[None]] | None = None  # join() calls waiting on it
         self.slot: Any = None  # the WorkerSlot it is bound to, None while in the shared queue
         self.queue: TaskQueue | None = None  # the queue holding it, if any

@@ -226,7 +226,7 @@ async def test_run_errors_queue_nothing(coord: Coordinator) -> None:
     with pytest.raises(NoSuchWorkerError) as missing:
         await coord.run(1, TaskPrefs.Required("ghost"))
     assert isinstance(missing.value, KeyError) and "ghost" in str(missing.value)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"prefs must be TaskPrefs\.Any, .* not 'w'"):
         await coord.run(1, "w")  # type: ignore[arg-type]
     assert coord.pending == 0
     assert (await coord.stats())["w"].queue_len == 0
