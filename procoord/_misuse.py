@@ -77,7 +77,7 @@ class _Started(Coroutine[Any, Any, T]):
         raise TypeError(f"{self._call}(...) must be awaited: `await {self._call}(...)`, inside a coroutine")
 
     def __repr__(self) -> str:
-        return f"<not awaited: {self._call}(...)>"
+        return f"<coroutine {self._call}(...)>"
 
 
 class NotAwaited(_Started[T]):
@@ -93,6 +93,9 @@ class NotAwaited(_Started[T]):
     """
 
     __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"<not awaited: {self._call}(...)>"
 
     def __del__(self) -> None:
         gives = "handle" if self._call.endswith("run") else "result, worker"
