@@ -86,7 +86,6 @@ class Dispatcher:
         timeout: float | None,
         size: int,
         stream: Any = None,
-        *,
         retries: int = 0,
         priority: int = 0,
         future: asyncio.Future[Any] | None = None,

@@ -375,7 +375,7 @@ class Coordinator(WorkShapes[TaskT, ResultT]):
             check_timeout(timeout)
         if retries or priority:
             check_task_options(retries, priority)
-        return self._dispatch.submit(task, prefs, timeout, size, retries=retries, priority=priority, future=future)
+        return self._dispatch.submit(task, prefs, timeout, size, None, retries, priority, future)
 
     def call(
         self, task: TaskT, prefs: Pref = ANY, *, timeout: float | None = None, retries: int = 0, priority: int = 0
@@ -400,7 +400,8 @@ class Coordinator(WorkShapes[TaskT, ResultT]):
         # Queued now, with no helper in between: this runs once per call.
         future: CallFuture[tuple[ResultT, Hashable]] = new_call(loop)
         try:
-            self._check_not_closed()
+            if self._closer.closing:  # _check_not_closed, inline: this runs once per call
+                raise CoordinatorClosedError(_CLOSED)
             record = self._submit_task(task, prefs, timeout, 0, retries, priority, future)
         except Exception as exc:
             future.set_exception(exc)
