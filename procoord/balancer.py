@@ -105,14 +105,14 @@ def run_length(cands: Sequence[Candidate], times: Sequence[float], chosen: int, 
     keeps winning while its score stays strictly below every other worker's (a tie goes
     to the other, given a task less recently). Lets a pump write a run of tasks to one
     worker with one decision instead of one per task."""
+    if limit <= 1:
+        return 1
     others = math.inf
     for i, c in enumerate(cands):
         if i != chosen:
             score = (c.queue_len + 1) * times[i]
             if score < others:
                 others = score
-    if limit <= 1:
-        return 1
     queue_len, t = cands[chosen].queue_len + 1, times[chosen]
     if others == math.inf or t <= 0.0:
         return limit if t * (queue_len + 1) < others else 1
