@@ -368,6 +368,28 @@ def test_blocking_ctrl_c_gives_running_tasks_the_grace_then_kills(beacons: Beaco
         end_script(proc)
 
 
+def test_blocking_ctrl_c_again_right_after_the_warning_exits_at_once(beacons: BeaconFactory) -> None:
+    """Test that a second Ctrl-C arriving as the warning is written (before the close
+    begins to wait) also kills the workers and exits, rather than waiting for the task."""
+    again = INTERRUPTED_SCRIPT.replace(
+        'logging.basicConfig(level=logging.WARNING, format="%(message)s")',
+        """logging.basicConfig(level=logging.WARNING, format="%(message)s")
+class CtrlCAgain(logging.Handler):
+    def emit(self, record):
+        if "Ctrl-C again" in record.getMessage():
+            raise KeyboardInterrupt
+logging.getLogger("procoord").addHandler(CtrlCAgain())""",
+    )
+    proc, worker_pid = start_held_script(again, beacons)
+    try:
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=DEADLOCK_TIMEOUT)
+        assert "KeyboardInterrupt" in stderr and "did not stop in time" not in stderr, stderr
+        assert not alive(worker_pid)
+    finally:
+        end_script(proc)
+
+
 def test_blocking_second_ctrl_c_exits_at_once(beacons: BeaconFactory) -> None:
     """Test that a second Ctrl-C during that grace kills the workers and exits."""
     proc, worker_pid = start_held_script(INTERRUPTED_SCRIPT, beacons)
